@@ -1,0 +1,73 @@
+"""Atomic file writes for a folder that other machines read (jug's file_store.dump).
+
+Every file in the root is written to a temporary name in the same folder,
+flushed and fsynced, then renamed over the target.  The temporary name does not
+end in ``.tmp`` because iCloud Drive never syncs such names, and stays hidden
+(leading dot) so that sync clients and humans ignore it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+# Windows refuses to rename over a file another process holds open (sharing
+# violation, PermissionError); a sync client or antivirus does that briefly.
+_RENAME_RETRIES = 20
+_RENAME_BACKOFF_S = 0.05
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some network file systems refuse fsync on a directory; the data itself was fsynced
+    finally:
+        os.close(fd)
+
+
+def replace_with_retry(src: Path, dst: Path) -> None:
+    """``os.replace`` that retries Windows sharing violations for about a second."""
+    for attempt in range(_RENAME_RETRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == _RENAME_RETRIES - 1:
+                raise
+            time.sleep(_RENAME_BACKOFF_S * (attempt + 1))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        replace_with_retry(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented, key-sorted JSON (stable bytes for equal objects)."""
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")

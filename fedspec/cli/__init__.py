@@ -1,0 +1,1 @@
+"""Command-line interface: typer commands, the only place that wires ``fl`` into ``queue``."""

@@ -1,0 +1,40 @@
+"""Shared CLI plumbing: one-line errors, logging, root folder checks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from fedspec.errors import RootError
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def writable_root(root: Path) -> Path:
+    """Resolve ``root`` and check it is a folder that can be written; creates it if missing."""
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise RootError(f"{root}: --root must be a folder, not a file")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RootError(f"{root}: cannot create root folder ({err.strerror})") from None
+    probe = root / ".fedspec-write-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise RootError(f"{root}: root folder is not writable ({err.strerror})") from None
+    return root.resolve()

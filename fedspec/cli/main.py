@@ -1,0 +1,54 @@
+"""The ``fedspec`` command: every FedspecError becomes one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fedspec.cli.common import console
+from fedspec.cli.run import run
+from fedspec.errors import FedspecError
+
+app = typer.Typer(
+    help="Federated LoRA experiments (FedAvg vs FedSpec) over a folder that several machines share.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Federated LoRA experiments (FedAvg vs FedSpec) over a folder that several machines share.
+
+    Typical use: `fedspec worker --grid experiments/quick.toml` on every
+    machine, `fedspec status` to watch, `fedspec plots` for the figures.
+    """
+
+
+app.command("run")(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; usage errors are reported by typer itself (exit 2)."""
+    try:
+        app(args=argv, prog_name="fedspec")
+    except FedspecError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except SystemExit as ex:
+        return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    return 0
+
+
+def entry() -> None:
+    """Console-script wrapper: exits with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,87 @@
+"""``fedspec run``: train one experiment in the foreground, resuming from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fedspec.cli.common import console, out, setup_logging, writable_root
+from fedspec.config import check_item_id, make_spec
+
+
+def run(
+    task: str = typer.Option("digits", help="digits (offline, seconds), tweets-minilm (offline text), sst2-bert (paper)."),
+    method: str = typer.Option("fedspec", help="fedavg, fedspec, or centralized (pooled-data baseline)."),
+    partition: str = typer.Option("dirichlet", help="iid, or dirichlet (label skew)."),
+    alpha: float = typer.Option(0.5, help="Dirichlet concentration; smaller is more non-IID."),
+    clients: int = typer.Option(10, help="Number of clients the training data is split among."),
+    client_fraction: float = typer.Option(1.0, help="Share of clients sampled each round, in (0, 1]."),
+    rounds: int = typer.Option(20, help="Federated rounds (epochs for centralized)."),
+    local_epochs: int = typer.Option(1, help="Local epochs per client per round."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size; default depends on task and device."),
+    optimizer: str = typer.Option("adamw", help="sgd (momentum 0.9), adam or adamw; fresh each round."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate; default depends on the task."),
+    rank: int = typer.Option(4, help="Initial LoRA rank."),
+    max_rank: int = typer.Option(16, help="Largest rank FedSpec may grow to."),
+    rank_step: int = typer.Option(2, help="How much FedSpec grows the rank at a time."),
+    tail_threshold: float = typer.Option(0.005, help="FedSpec grows the rank when the left-out energy share exceeds this."),
+    lora_alpha: float = typer.Option(8.0, help="LoRA scaling is lora_alpha / rank, fixed for the run."),
+    min_client_size: int = typer.Option(10, help="Smallest number of samples a Dirichlet client may get."),
+    grad_clip: Optional[float] = typer.Option(1.0, help="Max gradient norm (0 disables)."),
+    client_retries: int = typer.Option(1, help="Retries of a failing client before it is skipped for the round."),
+    max_train_samples: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many samples."),
+    seed: int = typer.Option(42, help="Seed of the partition, client sampling and training."),
+    device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
+    root: Path = typer.Option(Path("."), help="Root folder: results go to ROOT/paper_results, checkpoints to ROOT/checkpoints_distributed."),
+    name: Optional[str] = typer.Option(None, help="Item name (default e.g. fedspec_dirichlet_alpha0.5)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log resumes, client faults, OOM retries."),
+) -> None:
+    """Train one experiment, checkpointing every round; re-running the same command resumes it.
+
+    Writes ROOT/paper_results/NAME.csv (one row per round) and keeps the last
+    round in ROOT/checkpoints_distributed/NAME/.  A finished item is not run
+    again: delete its CSV to redo it.
+    """
+    setup_logging(verbose)
+    spec = make_spec(
+        task=task, method=method, partition=partition, alpha=alpha, clients=clients, client_fraction=client_fraction,
+        rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, rank=rank,
+        max_rank=max_rank, rank_step=rank_step, tail_threshold=tail_threshold, lora_alpha=lora_alpha,
+        min_client_size=min_client_size, grad_clip=grad_clip or None, client_retries=client_retries,
+        max_train_samples=max_train_samples, seed=seed, device=device,
+    )
+    item_id = check_item_id(name or spec.item_id(), "--name")
+    root = writable_root(root)
+
+    from fedspec.fl.loop import run_experiment  # torch is imported only when training
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    with progress:
+        bar = progress.add_task(item_id, total=spec.rounds, info="loading task…")
+
+        def on_start(done: int, total: int) -> None:
+            progress.update(bar, completed=done, info=f"resumed after round {done}" if done else "training…")
+
+        def on_round(row: dict) -> None:
+            progress.update(bar, completed=row["round"],
+                            info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
+
+        outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start)
+    rows = outcome.rows
+    if outcome.status == "duplicate" or not rows:
+        out.print(f"{item_id}: already done, {outcome.csv_path} exists (delete it to run again)")
+        return
+    best = max(r["test_accuracy"] for r in rows)
+    new = [r for r in rows if r["round"] > outcome.resumed_from]
+    secs = sum(r["round_seconds"] for r in new) / max(1, len(new))
+    resumed = f", resumed after round {outcome.resumed_from}" if outcome.resumed_from else ""
+    out.print(
+        f"{item_id}: {len(rows)} rounds on {rows[-1]['device']}{resumed}; final accuracy {rows[-1]['test_accuracy']:.4f} "
+        f"(best {best:.4f}), rank {rows[-1]['rank']}, {secs:.2f} s/round -> {outcome.csv_path}"
+    )

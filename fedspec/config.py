@@ -1,0 +1,245 @@
+"""Experiment and grid settings: pydantic models and TOML loading.
+
+This module imports no torch, so that ``fedspec status`` and the queue stay
+instant.  Every invalid value becomes a :class:`~fedspec.errors.ConfigError`
+whose message is one line naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedspec.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+Task = Literal["digits", "tweets-minilm", "sst2-bert"]
+Method = Literal["fedavg", "fedspec", "centralized"]
+Partition = Literal["iid", "dirichlet"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Optimizer = Literal["sgd", "adam", "adamw"]
+
+# Learning rates that work for each task when none is given.
+DEFAULT_LR: dict[str, float] = {"digits": 5e-3, "tweets-minilm": 1e-3, "sst2-bert": 5e-4}
+
+# Fields that do not change what an item computes; left out of the spec hash so
+# that an item may be resumed on another device.
+_NOT_HASHED = {"device"}
+
+ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ExperimentSpec(BaseModel):
+    """Everything that defines one experiment (one item of a grid).
+
+    Two specs with the same :meth:`spec_hash` produce the same CSV on the same
+    device type.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Task = "digits"
+    method: Method = "fedspec"
+    partition: Partition = "dirichlet"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; smaller is more non-IID")
+    seed: int = Field(42, ge=0)
+    clients: int = Field(10, ge=1, le=10_000)
+    client_fraction: float = Field(1.0, gt=0, le=1, description="share of clients sampled per round")
+    rounds: int = Field(20, ge=1, le=100_000, description="federated rounds (epochs for centralized)")
+    local_epochs: int = Field(1, ge=1, le=1000)
+    batch_size: Optional[int] = Field(None, ge=1, le=65_536, description="None: per-device default")
+    optimizer: Optimizer = "adamw"
+    lr: Optional[float] = Field(None, gt=0, le=10, description="None: per-task default")
+    rank: int = Field(4, ge=1, le=1024, description="initial LoRA rank")
+    max_rank: int = Field(16, ge=1, le=1024, description="largest rank FedSpec may grow to")
+    rank_step: int = Field(2, ge=1, le=1024)
+    tail_threshold: float = Field(0.005, ge=0, le=1, description="tail energy ratio that grows the rank")
+    lora_alpha: float = Field(8.0, gt=0, description="LoRA scaling is lora_alpha / rank, fixed for the run")
+    min_client_size: int = Field(10, ge=1)
+    grad_clip: Optional[float] = Field(1.0, gt=0, description="max gradient norm; None disables")
+    client_retries: int = Field(1, ge=0, le=10, description="retries of a failing client before it is skipped")
+    max_train_samples: Optional[int] = Field(None, ge=1, description="use a subset of the training data")
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _check_ranks(self) -> "ExperimentSpec":
+        if self.max_rank < self.rank:
+            raise ValueError(f"max_rank ({self.max_rank}) must be >= rank ({self.rank})")
+        return self
+
+    @property
+    def effective_max_rank(self) -> int:
+        """Adapter width: FedSpec may grow to ``max_rank``; the other methods keep ``rank``."""
+        return self.max_rank if self.method == "fedspec" else self.rank
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.task]
+
+    def base_name(self) -> str:
+        """Results name users know: ``fedspec_dirichlet_alpha0.5``, ``fedavg_iid``, ``centralized``."""
+        if self.method == "centralized":
+            return "centralized"
+        if self.partition == "iid":
+            return f"{self.method}_iid"
+        return f"{self.method}_dirichlet_alpha{self.alpha!r}"
+
+    def item_id(self, with_seed: bool = False) -> str:
+        return f"{self.base_name()}_seed{self.seed}" if with_seed else self.base_name()
+
+    def hashed_fields(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for key in _NOT_HASHED:
+            data.pop(key, None)
+        return data
+
+    def spec_hash(self) -> str:
+        """Stable hash of every field that changes the result (device excluded)."""
+        blob = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class GridSection(BaseModel):
+    """The ``[grid]`` table: what to sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task = "digits"
+    methods: list[Literal["fedavg", "fedspec"]] = Field(default_factory=lambda: ["fedavg", "fedspec"], min_length=1)
+    partitions: list[Partition] = Field(default_factory=lambda: ["dirichlet"], min_length=1)
+    alphas: list[float] = Field(default_factory=lambda: [0.5], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    centralized: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "GridSection":
+        if any(a <= 0 for a in self.alphas):
+            raise ValueError("every alpha must be > 0")
+        for name, values in (("methods", self.methods), ("partitions", self.partitions),
+                             ("alphas", self.alphas), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has duplicates")
+        return self
+
+
+class GridFile(BaseModel):
+    """A grid TOML file: ``[grid]`` (the sweep) and ``[experiment]`` (shared settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: GridSection = Field(default_factory=GridSection)
+    experiment: dict[str, Any] = Field(default_factory=dict)
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "literal_error":
+        ctx = first.get("ctx", {})
+        msg = f"got {first.get('input')!r}, allowed: {ctx.get('expected', '')}"
+    else:
+        given = first.get("input")
+        if not isinstance(given, (dict, list)) and given is not None:
+            msg = f"{msg} (got {given!r})"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {loc}: {msg}{suffix}"
+
+
+def make_spec(where: str = "command line", **values: Any) -> ExperimentSpec:
+    """Build an :class:`ExperimentSpec`, turning validation errors into one-line ConfigErrors."""
+    try:
+        return ExperimentSpec(**values)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, where)) from None
+
+
+class GridItem(BaseModel):
+    """One named item of an expanded grid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    spec: ExperimentSpec
+
+
+def load_grid(path: Path | str) -> list[GridItem]:
+    """Read a grid TOML file and expand it into named items.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the field and what is allowed.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: grid file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a folder, expected a grid .toml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a text file (expected TOML)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{where}: not valid TOML: {err}") from None
+    try:
+        grid_file = GridFile(**raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, where)) from None
+    return expand_grid(grid_file, where)
+
+
+def expand_grid(grid_file: GridFile, where: str = "grid") -> list[GridItem]:
+    """Expand methods × partitions × alphas × seeds (+ centralized per seed) into items."""
+    g = grid_file.grid
+    shared = dict(grid_file.experiment)
+    for key in ("task", "method", "partition", "alpha", "seed"):
+        if key in shared:
+            raise ConfigError(f"{where}: experiment.{key}: set it in [grid] instead")
+    many_seeds = len(g.seeds) > 1
+    items: list[GridItem] = []
+    for seed, method, partition in itertools.product(g.seeds, g.methods, g.partitions):
+        alphas = g.alphas if partition == "dirichlet" else [g.alphas[0]]
+        for alpha in alphas:
+            spec = _spec_in_grid(where, shared, task=g.task, method=method, partition=partition, alpha=alpha, seed=seed)
+            items.append(GridItem(id=spec.item_id(many_seeds), spec=spec))
+    if g.centralized:
+        for seed in g.seeds:
+            spec = _spec_in_grid(where, shared, task=g.task, method="centralized", partition="iid",
+                                 alpha=g.alphas[0], seed=seed)
+            items.append(GridItem(id=spec.item_id(many_seeds), spec=spec))
+    return items
+
+
+def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> ExperimentSpec:
+    try:
+        return ExperimentSpec(**shared, **values)
+    except ValidationError as err:
+        msg = _format_validation_error(err, where)
+        # Shared settings live under [experiment]; say so in the location.
+        first_loc = str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else ""
+        if first_loc in shared:
+            msg = msg.replace(f"{where}: {first_loc}", f"{where}: experiment.{first_loc}", 1)
+        raise ConfigError(msg) from None
+
+
+def check_item_id(item_id: str, where: str = "item id") -> str:
+    """Refuse ids that could escape the root (``..``, separators) or confuse sync clients."""
+    if not ITEM_ID_RE.match(item_id) or ".." in item_id:
+        raise ConfigError(f"{where}: {item_id!r} is not a valid item id (letters, digits, '.', '_', '-'; no '..')")
+    return item_id

@@ -1,0 +1,46 @@
+"""One exception hierarchy for everything a user can cause or see.
+
+The CLI turns any :class:`FedspecError` into one line on stderr and a non-zero
+exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FedspecError(Exception):
+    """Base of every error fedspec reports to a user as one clear line."""
+
+    exit_code: int = 2
+
+
+class ConfigError(FedspecError):
+    """A grid file, an experiment setting or a command-line value is invalid."""
+
+
+class RootError(FedspecError):
+    """The root folder is missing, not a fedspec root, or not writable."""
+
+
+class CheckpointError(FedspecError):
+    """A checkpoint is torn, foreign, or belongs to a different item spec."""
+
+
+class QueueError(FedspecError):
+    """The work queue file is unreadable or inconsistent."""
+
+
+class AggregationError(FedspecError):
+    """The server could not aggregate a round (e.g. no client survived)."""
+
+
+class TaskError(FedspecError):
+    """A task's data or model could not be loaded."""
+
+
+class LeaseLost(FedspecError):
+    """This worker no longer holds the item: a peer claimed a newer generation.
+
+    Raised at a commit point so that nothing more is written for the item.
+    """
+
+    exit_code = 3

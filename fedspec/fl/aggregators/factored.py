@@ -1,0 +1,94 @@
+"""Spectral math on sums of low-rank products, without forming dense d_out × d_in matrices.
+
+A sum ``M = Σ_j L_j R_j`` of products of thin factors is one product ``L R``
+of stacked factors, ``L = [L_1 … L_k]`` (d_out × K) and ``R = [R_1; …; R_k]``
+(K × d_in).  With thin QR ``L = Q_l T_l`` and ``Rᵀ = Q_r T_r`` the singular
+values of M are those of the K × K core ``T_l T_rᵀ``, and its singular
+vectors are ``Q_l U_c`` and ``Q_r V_c``.  Cost O((d_out + d_in) K²) instead of
+O(d_out · d_in · min(d_out, d_in)).  When K ≥ min(d_out, d_in) stacking saves
+nothing and the dense matrix is used instead.
+
+Everything runs in float64 on the CPU: the numbers are small, and the result
+is then the same whatever device the clients trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPE = torch.float64
+
+
+@dataclass
+class ThinSVD:
+    """``M = U diag(S) Vh`` with S descending; U is d_out × k, Vh is k × d_in."""
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+
+
+def stack_factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], coeffs: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``Σ c_j L_j R_j`` into one product ``L R`` (coefficients folded into L)."""
+    left = torch.cat([c * l.to(DTYPE) for c, l in zip(coeffs, lefts)], dim=1)
+    right = torch.cat([r.to(DTYPE) for r in rights], dim=0)
+    return left, right
+
+
+def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None = None) -> ThinSVD:
+    """Thin SVD of ``left @ right`` from the factors (dense only when that is cheaper).
+
+    Parameters
+    ----------
+    left, right
+        d_out × K and K × d_in.
+    dense
+        Force (True) or forbid (False) the dense path; None chooses by shape.
+    """
+    d_out, k = left.shape
+    d_in = right.shape[1]
+    if dense is None:
+        dense = k >= min(d_out, d_in)
+    if dense:
+        u, s, vh = torch.linalg.svd(left.to(DTYPE) @ right.to(DTYPE), full_matrices=False)
+        return ThinSVD(u, s, vh)
+    q_l, t_l = torch.linalg.qr(left.to(DTYPE))  # d_out × K, K × K
+    q_r, t_r = torch.linalg.qr(right.to(DTYPE).T)  # d_in × K, K × K
+    u_c, s, vh_c = torch.linalg.svd(t_l @ t_r.T)
+    return ThinSVD(q_l @ u_c, s, vh_c @ q_r.T)
+
+
+def frobenius_of_product(left: torch.Tensor, right: torch.Tensor) -> float:
+    """‖left @ right‖_F from the factors: the norm of the K × K QR core."""
+    d_out, k = left.shape
+    if k >= min(d_out, right.shape[1]):
+        return float(torch.linalg.matrix_norm(left.to(DTYPE) @ right.to(DTYPE)))
+    _, t_l = torch.linalg.qr(left.to(DTYPE))
+    _, t_r = torch.linalg.qr(right.to(DTYPE).T)
+    return float(torch.linalg.matrix_norm(t_l @ t_r.T))
+
+
+def gap_to_ideal(
+    client_b: list[torch.Tensor],
+    client_a: list[torch.Tensor],
+    weights: list[float],
+    b: torch.Tensor,
+    a: torch.Tensor,
+) -> float:
+    """‖Σ wᵢ Bᵢ Aᵢ − B A‖_F: how far an aggregated adapter is from the ideal averaged update."""
+    left, right = stack_factors(client_b + [b], client_a + [a], list(weights) + [-1.0])
+    return frobenius_of_product(left, right)
+
+
+def split_balanced(svd: ThinSVD, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-``rank`` factors ``B = U√Σ`` (d_out × rank), ``A = √Σ Vᵀ`` (rank × d_in)."""
+    root = svd.S[:rank].sqrt()
+    return svd.U[:, :rank] * root, root[:, None] * svd.Vh[:rank]
+
+
+def tail_energy(s: torch.Tensor, rank: int) -> tuple[float, float]:
+    """(Σ_{i>rank} σᵢ², Σ σᵢ²): energy left out by a rank-``rank`` truncation, and the total."""
+    sq = s.to(DTYPE) ** 2
+    return float(sq[rank:].sum()), float(sq.sum())

@@ -1,0 +1,203 @@
+"""The round loop, written once for every method (Flower's ``Strategy.start``).
+
+``run_experiment`` trains one item from its spec: resumes from the last round
+checkpoint if there is one, runs the remaining rounds (federated: sample,
+train locally, aggregate, evaluate; centralized: one epoch on pooled data),
+commits a checkpoint after every round and the results CSV at the end.
+
+Before every commit it calls ``guard(kind)``; the queue passes a function that
+raises :class:`~fedspec.errors.LeaseLost` once a peer has taken the item over
+(the fence).  Progress goes to ``on_round``; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fedspec.config import ExperimentSpec
+from fedspec.errors import AggregationError
+from fedspec.fl.aggregators import make_aggregator
+from fedspec.fl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedspec.fl.client import ClientFailed, LocalResult, TrainSettings, derive_seed, evaluate, train_client
+from fedspec.fl.device import default_batch_size, resolve_device
+from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, state_bytes, trainable_names
+from fedspec.fl.partition import partition
+from fedspec.fl.tasks import TaskData, load_task
+from fedspec.results import write_results
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints_distributed"
+RESULTS = "paper_results"
+EVAL_BATCH = {"digits": 512, "tweets-minilm": 128, "sst2-bert": 64}
+
+# Stream tags for derive_seed: each source of randomness has its own stream.
+_INIT, _SAMPLE, _REINIT = 1, 2, 3
+
+
+def checkpoint_dir(root: Path, item_id: str) -> Path:
+    return root / CHECKPOINTS / item_id
+
+
+def results_path(root: Path, item_id: str) -> Path:
+    return root / RESULTS / f"{item_id}.csv"
+
+
+@dataclass
+class RunOutcome:
+    """How ``run_experiment`` ended: ``done`` (CSV written), ``duplicate`` (a CSV was already there)."""
+
+    status: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int = 0
+    csv_path: Path | None = None
+
+
+Guard = Callable[[str], None]
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+def _no_guard(_: str) -> None:
+    return None
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    item_id: str,
+    root: Path,
+    *,
+    device: str | None = None,
+    guard: Guard = _no_guard,
+    on_round: RoundCallback | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    task: TaskData | None = None,
+) -> RunOutcome:
+    """Run (or resume) one item to completion.
+
+    Parameters
+    ----------
+    device
+        Overrides ``spec.device`` (the spec hash ignores the device, so an item
+        may continue on another machine).
+    guard
+        Called with ``"checkpoint"`` or ``"result"`` right before each commit;
+        raising stops the run with nothing written.
+    on_round
+        Called with each new CSV row after its checkpoint is committed.
+    on_start
+        Called once with (rounds already done, rounds in total).
+    task
+        A loaded task to reuse (tests, benchmarks); loaded from the spec if None.
+    """
+    root = Path(root)
+    csv_path = results_path(root, item_id)
+    spec_hash = spec.spec_hash()
+    ckpt_folder = checkpoint_dir(root, item_id)
+    ckpt = load_checkpoint(ckpt_folder, item_id, spec_hash)  # refuses another spec's checkpoint first
+    if csv_path.exists():
+        return RunOutcome(status="duplicate", rows=ckpt.rows if ckpt else [], csv_path=csv_path)
+    dev = resolve_device(device or spec.device)
+    task = task or load_task(spec.task, spec.max_train_samples)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(spec.seed, _INIT))
+        model = task.build_model(spec.effective_max_rank, spec.lora_alpha / spec.rank)
+    model.to(dev)
+    pairs = lora_pairs(trainable_names(model))
+    aggregator = make_aggregator(spec)
+    state = mask_inactive(get_state(model), pairs, spec.rank)
+    rows: list[dict[str, Any]] = []
+    batch_size = spec.batch_size or default_batch_size(spec.task, dev)
+    start = 0
+    if ckpt is not None:
+        state, rows, start, batch_size = ckpt.state, list(ckpt.rows), ckpt.round, ckpt.batch_size
+        aggregator.load_state_dict(ckpt.aggregator)
+        log.info("%s: resuming after round %d (checkpoint written on %s)", item_id, start, ckpt.device)
+    if on_start is not None:
+        on_start(start, spec.rounds)
+
+    if spec.method == "centralized":
+        client_indices = [np.arange(len(task.train))]
+    else:
+        client_indices = partition(task.train.labels, spec.partition, spec.clients, spec.alpha, spec.seed, spec.min_client_size)
+
+    def remember_batch_size(size: int) -> None:
+        nonlocal batch_size
+        batch_size = size
+
+    for rnd in range(start + 1, spec.rounds + 1):
+        t0 = time.perf_counter()
+        settings = TrainSettings(
+            local_epochs=1 if spec.method == "centralized" else spec.local_epochs,
+            batch_size=batch_size,
+            optimizer=spec.optimizer,
+            lr=spec.learning_rate,
+            grad_clip=spec.grad_clip,
+            rank=aggregator.rank,
+            pairs=pairs,
+        )
+        rank_before = aggregator.rank
+        sampled = _sample_clients(spec, rnd)
+        results: list[LocalResult] = []
+        failures: list[str] = []
+        for k in sampled:
+            try:
+                results.append(
+                    train_client(model, task.logits, task.train, client_indices[k], state, settings,
+                                 derive_seed(spec.seed, rnd, int(k)), dev, spec.client_retries, remember_batch_size)
+                )
+            except ClientFailed as err:
+                failures.append(f"client {k}: {err}")
+        if not results:
+            raise AggregationError(f"{item_id}: round {rnd}: every sampled client failed ({failures[-1]})")
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, _REINIT))
+        agg = aggregator.aggregate([r.state for r in results], [r.num_samples for r in results], pairs, generator=gen)
+        state = agg.state
+        accuracy, test_loss = evaluate(model, task.logits, task.test, state, EVAL_BATCH[spec.task], dev)
+        federated = spec.method != "centralized"
+        rows.append({
+            "round": rnd,
+            "task": spec.task,
+            "method": spec.method,
+            "partition": spec.partition if federated else "pooled",
+            "alpha": spec.alpha if federated and spec.partition == "dirichlet" else None,
+            "seed": spec.seed,
+            "test_accuracy": accuracy,
+            "test_loss": test_loss,
+            "train_loss": float(np.mean([r.mean_loss for r in results])),
+            "frobenius_gap": agg.gap,
+            "rank": agg.rank,
+            "tail_energy": agg.tail_energy,
+            "uplink_bytes": sum(state_bytes(r.state, pairs, rank_before) for r in results) if federated else 0,
+            "downlink_bytes": len(sampled) * state_bytes(state, pairs, rank_before) if federated else 0,
+            "clients_ok": len(results),
+            "clients_failed": len(failures),
+            "round_seconds": round(time.perf_counter() - t0, 4),
+            "device": dev.type,
+        })
+        guard("checkpoint")
+        save_checkpoint(ckpt_folder, item_id, spec_hash,
+                        Checkpoint(round=rnd, state=state, aggregator=aggregator.state_dict(), batch_size=batch_size,
+                                   rows=rows, device=dev.type))
+        if on_round is not None:
+            on_round(rows[-1])
+    guard("result")
+    if csv_path.exists():  # a peer finished first: the first accepted result wins
+        return RunOutcome(status="duplicate", rows=rows, resumed_from=start, csv_path=csv_path)
+    write_results(csv_path, rows)
+    return RunOutcome(status="done", rows=rows, resumed_from=start, csv_path=csv_path)
+
+
+def _sample_clients(spec: ExperimentSpec, rnd: int) -> list[int]:
+    if spec.method == "centralized":
+        return [0]
+    m = max(1, int(round(spec.client_fraction * spec.clients)))
+    rng = np.random.default_rng(derive_seed(spec.seed, rnd, _SAMPLE))
+    return sorted(int(k) for k in rng.choice(spec.clients, size=m, replace=False))

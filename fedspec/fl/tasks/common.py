@@ -1,0 +1,73 @@
+"""Helpers shared by tasks: local cache folder, fixed splits, LoRA wrapping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+# Splits and the pretrained base are the same for every item, whatever its seed,
+# so that all methods of a grid start from the same frozen model.
+SPLIT_SEED = 0
+
+
+def cache_dir() -> Path:
+    """Per-machine cache (never the shared root): ``$FEDSPEC_CACHE`` or the user cache folder."""
+    env = os.environ.get("FEDSPEC_CACHE")
+    if env:
+        base = Path(env)
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "fedspec" / "cache"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedspec"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int = SPLIT_SEED) -> list[np.ndarray]:
+    """Shuffle ``range(n)`` once and cut it into consecutive parts of the given fractions (rest last)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    parts, start = [], 0
+    for frac in fractions:
+        stop = start + int(round(frac * n))
+        parts.append(np.sort(perm[start:stop]))
+        start = stop
+    parts.append(np.sort(perm[start:]))
+    return parts
+
+
+def subset(indices: np.ndarray, max_samples: int | None, seed: int = SPLIT_SEED) -> np.ndarray:
+    if max_samples is None or max_samples >= len(indices):
+        return indices
+    pick = np.random.default_rng(seed + 1).choice(len(indices), size=max_samples, replace=False)
+    return np.sort(indices[pick])
+
+
+def wrap_lora(
+    model: nn.Module,
+    target_modules: list[str],
+    modules_to_save: list[str],
+    max_rank: int,
+    scaling: float,
+    task_type: str | None = None,
+) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters of width ``max_rank``.
+
+    ``scaling`` multiplies B·A.  fedspec fixes it to ``lora_alpha / rank`` of
+    the *initial* rank for the whole run, so growing the rank never changes
+    what an existing B·A means.  peft computes ``lora_alpha / r`` with
+    ``r = max_rank``, hence the conversion.
+    """
+    config = LoraConfig(
+        r=max_rank,
+        lora_alpha=scaling * max_rank,  # peft's scaling = lora_alpha / r
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+        lora_dropout=0.0,
+        bias="none",
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)

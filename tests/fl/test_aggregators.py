@@ -1,0 +1,116 @@
+"""Aggregator math on small hand-computed tensors (Prepare / Execute / Assert)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedspec.fl.aggregators import fedavg, fedspec
+from fedspec.fl.aggregators.factored import gap_to_ideal, split_balanced, stack_factors, svd_of_product
+from fedspec.fl.lora import LoraPair
+
+PAIR = LoraPair(a="l.lora_A.w", b="l.lora_B.w")
+
+
+def client(b: list[list[float]], a: list[list[float]], head: list[float]) -> dict[str, torch.Tensor]:
+    return {PAIR.a: torch.tensor(a), PAIR.b: torch.tensor(b), "head.w": torch.tensor(head)}
+
+
+def two_orthogonal_clients() -> list[dict[str, torch.Tensor]]:
+    # Client 1 updates e1 e1ᵀ, client 2 updates e2 e2ᵀ; the ideal average is I/2.
+    return [client([[1.0], [0.0]], [[1.0, 0.0]], [1.0, 0.0]), client([[0.0], [1.0]], [[0.0, 1.0]], [0.0, 4.0])]
+
+
+def test_fedavg_averages_factors_and_head_by_sample_weight() -> None:
+    states = two_orthogonal_clients()
+    out = fedavg(states, [1, 3], [PAIR], rank=1)
+    assert torch.allclose(out.state[PAIR.b], torch.tensor([[0.25], [0.75]]))
+    assert torch.allclose(out.state[PAIR.a], torch.tensor([[0.25, 0.75]]))
+    assert torch.allclose(out.state["head.w"], torch.tensor([0.25, 3.0]))
+
+
+def test_fedavg_gap_is_the_error_of_product_of_averages() -> None:
+    # Equal weights: B̄Ā = 0.25·ones(2,2), ideal = 0.5·I, difference has entries ±0.25.
+    out = fedavg(two_orthogonal_clients(), [1, 1], [PAIR], rank=1)
+    assert out.gap == pytest.approx(0.5)
+    assert out.tail_energy == pytest.approx(0.25 / 0.5)  # gap² / ‖ideal‖² = 0.25 / 0.5
+
+
+def test_fedspec_rank_one_keeps_one_singular_direction() -> None:
+    # Ideal I/2 has σ = (0.5, 0.5): rank 1 leaves half the energy out; threshold 1 forbids growth.
+    out = fedspec(two_orthogonal_clients(), [1, 1], [PAIR], rank=1, max_rank=1, step=1, threshold=1.0)
+    assert out.rank == 1
+    assert out.gap == pytest.approx(0.5)
+    assert out.tail_energy == pytest.approx(0.5)
+    product = out.state[PAIR.b] @ out.state[PAIR.a]
+    assert float(torch.linalg.matrix_norm(product)) == pytest.approx(0.5)
+
+
+def test_fedspec_grows_rank_when_tail_energy_exceeds_threshold() -> None:
+    states = [
+        {PAIR.a: torch.tensor([[1.0, 0.0], [0.0, 0.0]]), PAIR.b: torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "head.w": torch.zeros(1)},
+        {PAIR.a: torch.tensor([[0.0, 1.0], [0.0, 0.0]]), PAIR.b: torch.tensor([[0.0, 0.0], [1.0, 0.0]]), "head.w": torch.zeros(1)},
+    ]
+    out = fedspec(states, [1, 1], [PAIR], rank=1, max_rank=2, step=1, threshold=0.1)
+    assert out.rank == 2
+    assert out.extra["tail_before"] == pytest.approx(0.5)
+    assert out.gap == pytest.approx(0.0, abs=1e-6)  # rank 2 represents I/2 exactly
+    assert torch.allclose(out.state[PAIR.b] @ out.state[PAIR.a], 0.5 * torch.eye(2), atol=1e-6)
+
+
+def test_fedspec_rank_never_exceeds_max() -> None:
+    states = [
+        {PAIR.a: torch.tensor([[1.0, 0.0]]), PAIR.b: torch.tensor([[1.0], [0.0]]), "head.w": torch.zeros(1)},
+        {PAIR.a: torch.tensor([[0.0, 1.0]]), PAIR.b: torch.tensor([[0.0], [1.0]]), "head.w": torch.zeros(1)},
+    ]
+    out = fedspec(states, [1, 1], [PAIR], rank=1, max_rank=1, step=4, threshold=0.0)
+    assert out.rank == 1
+
+
+def test_fedspec_reinitialises_components_with_zero_singular_value() -> None:
+    # Both clients send the same rank-1 update; growing to rank 2 finds σ₂ = 0.
+    a = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    states = [{PAIR.a: a, PAIR.b: b, "head.w": torch.zeros(1)}] * 2
+    out = fedspec(states, [1, 1], [PAIR], rank=1, max_rank=2, step=1, threshold=-1.0,
+                  generator=torch.Generator().manual_seed(0))
+    assert out.rank == 2
+    assert torch.count_nonzero(out.state[PAIR.a][1]) == 3  # fresh random A row: it can learn
+    assert torch.count_nonzero(out.state[PAIR.b][:, 1]) == 0  # B column zero: function unchanged
+    assert torch.allclose(out.state[PAIR.b] @ out.state[PAIR.a], b @ a, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fedspec_gap_never_exceeds_fedavg_gap(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    r, n = 3, 5
+    states = [
+        {PAIR.a: torch.randn(r, 20, generator=gen), PAIR.b: torch.randn(16, r, generator=gen), "head.w": torch.randn(2, generator=gen)}
+        for _ in range(n)
+    ]
+    weights = [float(w) for w in torch.rand(n, generator=gen) + 0.1]
+    avg = fedavg(states, weights, [PAIR], rank=r)
+    spec = fedspec(states, weights, [PAIR], rank=r, max_rank=r, step=1, threshold=1.0)
+    assert spec.gap <= avg.gap + 1e-9
+    assert spec.gap > 0  # n·r > r: the truncation really drops energy
+
+
+@pytest.mark.parametrize("shape", [(64, 48, 4, 3), (30, 200, 2, 6), (8, 8, 4, 3)])  # the last one takes the dense fallback
+def test_factored_svd_matches_dense_svd(shape: tuple[int, int, int, int]) -> None:
+    d_out, d_in, r, n = shape
+    gen = torch.Generator().manual_seed(1)
+    bs = [torch.randn(d_out, r, generator=gen) for _ in range(n)]
+    as_ = [torch.randn(r, d_in, generator=gen) for _ in range(n)]
+    w = [1.0 / n] * n
+    left, right = stack_factors(bs, as_, w)
+    fact = svd_of_product(left, right, dense=False if n * r < min(d_out, d_in) else None)
+    dense = torch.linalg.svd(sum(wi * (b.double() @ a.double()) for wi, b, a in zip(w, bs, as_)), full_matrices=False)
+    k = fact.S.numel()
+    assert torch.allclose(fact.S, dense.S[:k], rtol=1e-9, atol=1e-9)
+    b_f, a_f = split_balanced(fact, r)
+    b_d, a_d = split_balanced(type(fact)(dense.U, dense.S, dense.Vh), r)
+    assert torch.allclose(b_f @ a_f, b_d @ a_d, rtol=1e-8, atol=1e-8)
+    gap = gap_to_ideal(bs, as_, w, b_f.float(), a_f.float())
+    assert gap == pytest.approx(math.sqrt(float((dense.S[r:] ** 2).sum())), rel=1e-5)

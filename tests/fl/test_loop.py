@@ -1,0 +1,154 @@
+"""The round loop end to end on the digits task: determinism, resume, faults, rank growth."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedspec.config import make_spec
+from fedspec.errors import AggregationError, LeaseLost
+from fedspec.fl import client as client_mod
+from fedspec.fl.checkpoint import read_meta
+from fedspec.fl.client import TrainSettings, train_local
+from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, trainable_names
+from fedspec.fl.loop import checkpoint_dir, results_path, run_experiment
+from fedspec.fl.tasks import load_task
+from tests.conftest import fedspec_cmd, read_rows
+
+SMALL = dict(clients=4, rounds=4, max_train_samples=400, min_client_size=5, alpha=0.5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits", 400)
+
+
+def test_run_writes_one_row_per_round_with_every_column(tmp_path: Path, digits) -> None:
+    spec = make_spec(method="fedspec", **SMALL)
+    out = run_experiment(spec, "x", tmp_path, task=digits)
+    rows = read_rows(results_path(tmp_path, "x"), drop=())
+    assert out.status == "done" and [int(r["round"]) for r in rows] == [1, 2, 3, 4]
+    assert all(float(r["frobenius_gap"]) >= 0 and r["device"] == "cpu" for r in rows)
+    assert float(rows[-1]["test_accuracy"]) > 0.5
+    assert int(rows[0]["uplink_bytes"]) > 0 and int(rows[0]["clients_ok"]) == 4
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedspec", "centralized"])
+def test_interrupted_and_resumed_run_gives_identical_csv(tmp_path: Path, digits, method: str) -> None:
+    spec = make_spec(method=method, tail_threshold=0.0, **SMALL)
+    run_experiment(spec, "ref", tmp_path / "a", task=digits)
+
+    def stop_after_round_two(kind: str) -> None:
+        meta = read_meta(checkpoint_dir(tmp_path / "b", "ref"))
+        if kind == "checkpoint" and meta and meta["round"] == 2:
+            raise LeaseLost("simulated stop")
+
+    with pytest.raises(LeaseLost):
+        run_experiment(spec, "ref", tmp_path / "b", task=digits, guard=stop_after_round_two)
+    assert not results_path(tmp_path / "b", "ref").exists()
+    out = run_experiment(spec, "ref", tmp_path / "b", task=digits)
+    assert out.resumed_from == 2
+    assert read_rows(results_path(tmp_path / "a", "ref")) == read_rows(results_path(tmp_path / "b", "ref"))
+
+
+def test_kill_9_at_a_random_moment_then_resume_gives_identical_csv(tmp_path: Path) -> None:
+    rounds = 25
+    args = ["run", "--clients", "4", "--rounds", str(rounds), "--min-client-size", "5", "--tail-threshold", "0"]
+    ref = subprocess.run(fedspec_cmd(*args, "--root", str(tmp_path / "ref")), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    root = tmp_path / "killed"
+    proc = subprocess.Popen(fedspec_cmd(*args, "--root", str(root)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta_path = checkpoint_dir(root, "fedspec_dirichlet_alpha0.5") / "checkpoint.json"
+    deadline = time.time() + 120
+    while not meta_path.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(float(np.random.default_rng().uniform(0, 0.5)))  # somewhere inside a later round
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    meta = read_meta(meta_path.parent)
+    assert meta is not None and meta["round"] < rounds, "the run finished before the kill; the test proves nothing"
+    again = subprocess.run(fedspec_cmd(*args, "--root", str(root)), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    name = "fedspec_dirichlet_alpha0.5.csv"
+    assert read_rows(tmp_path / "ref" / "paper_results" / name) == read_rows(root / "paper_results" / name)
+
+
+def test_failing_client_is_retried_then_skipped_and_counted(tmp_path: Path, digits, monkeypatch) -> None:
+    real = client_mod.train_local
+    calls = {"n": 0}
+
+    def flaky(model, logits, data, indices, start, settings, seed, device):
+        if len(indices) == len(client_indices[0]) and np.array_equal(indices, client_indices[0]):
+            calls["n"] += 1
+            raise FloatingPointError("loss is nan")
+        return real(model, logits, data, indices, start, settings, seed, device)
+
+    from fedspec.fl.partition import partition
+
+    spec = make_spec(method="fedavg", client_retries=2, **SMALL)
+    client_indices = partition(digits.train.labels, "dirichlet", 4, 0.5, spec.seed, 5)
+    monkeypatch.setattr(client_mod, "train_local", flaky)
+    run_experiment(spec, "f", tmp_path, task=digits)
+    rows = read_rows(results_path(tmp_path, "f"))
+    assert [int(r["clients_failed"]) for r in rows] == [1, 1, 1, 1]
+    assert [int(r["clients_ok"]) for r in rows] == [3, 3, 3, 3]
+    assert calls["n"] == 4 * 3  # 1 try + 2 retries per round
+
+
+def test_round_with_no_surviving_client_fails_clearly(tmp_path: Path, digits, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("driver crashed")
+
+    monkeypatch.setattr(client_mod, "train_local", broken)
+    with pytest.raises(AggregationError, match="round 1: every sampled client failed"):
+        run_experiment(make_spec(**SMALL), "g", tmp_path, task=digits)
+    assert not results_path(tmp_path, "g").exists()
+
+
+def test_out_of_memory_halves_batch_size(tmp_path: Path, digits, monkeypatch) -> None:
+    real = client_mod.train_local
+    seen: list[int] = []
+
+    def oom_on_big_batches(model, logits, data, indices, start, settings, seed, device):
+        seen.append(settings.batch_size)
+        if settings.batch_size > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(model, logits, data, indices, start, settings, seed, device)
+
+    monkeypatch.setattr(client_mod, "train_local", oom_on_big_batches)
+    spec = make_spec(batch_size=16, **{**SMALL, "rounds": 2})
+    run_experiment(spec, "o", tmp_path, task=digits)
+    assert seen[:3] == [16, 8, 4] and set(seen[3:]) == {4}
+    assert read_meta(checkpoint_dir(tmp_path, "o"))["batch_size"] == 4
+    assert [int(r["clients_failed"]) for r in read_rows(results_path(tmp_path, "o"))] == [0, 0]
+
+
+def test_grown_rank_is_trained_by_clients(digits) -> None:
+    model = digits.build_model(8, 2.0)
+    pairs = lora_pairs(trainable_names(model))
+    # As after FedSpec grew the rank 4 → 6: components 4-5 hold a fresh A row and a zero B column.
+    start = mask_inactive(get_state(model), pairs, 6)
+    idx = np.arange(64)
+
+    def train(rank: int):
+        settings = TrainSettings(1, 16, "adamw", 5e-3, 1.0, rank, pairs)
+        return train_local(model, digits.logits, digits.train, idx, start, settings, 0, torch.device("cpu")).state
+
+    at4, at6 = train(4), train(6)
+    for pair in pairs:
+        assert torch.count_nonzero(at4[pair.a][4:]) == 0 and torch.count_nonzero(at4[pair.b][:, 4:]) == 0
+        assert torch.count_nonzero(at6[pair.b][:, 4:6]) > 0  # components 4-5 learn at rank 6
+        assert torch.count_nonzero(at6[pair.a][6:]) == 0 and torch.count_nonzero(at6[pair.b][:, 6:]) == 0
+
+
+def test_fedspec_rank_grows_in_a_real_run(tmp_path: Path, digits) -> None:
+    spec = make_spec(method="fedspec", tail_threshold=0.0, rank=2, max_rank=6, rank_step=2, **SMALL)
+    run_experiment(spec, "r", tmp_path, task=digits)
+    ranks = [int(r["rank"]) for r in read_rows(results_path(tmp_path, "r"))]
+    assert ranks == [4, 6, 6, 6]
