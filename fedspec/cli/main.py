@@ -7,7 +7,10 @@ import sys
 import typer
 
 from fedspec.cli.common import console
+from fedspec.cli.retry import retry
 from fedspec.cli.run import run
+from fedspec.cli.status import status
+from fedspec.cli.worker import worker
 from fedspec.errors import FedspecError
 
 app = typer.Typer(
@@ -28,6 +31,9 @@ def _root() -> None:
 
 
 app.command("run")(run)
+app.command("worker")(worker)
+app.command("status")(status)
+app.command("retry")(retry)
 
 
 def main(argv: list[str] | None = None) -> int:

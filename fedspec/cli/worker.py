@@ -1,0 +1,95 @@
+"""``fedspec worker``: claim items from the shared queue and train them, one at a time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedspec.cli.common import console, out, setup_logging, writable_root
+from fedspec.config import load_grid
+from fedspec.queue.identity import check_worker_name, default_worker_name
+from fedspec.queue.store import RootPaths
+from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
+from fedspec.queue.workqueue import QueueItem, add_items, load_queue
+
+# Sync clients that propagate files with unbounded delay and ignore locks across machines.
+SYNC_FOLDER_HINTS = re.compile(r"dropbox|mobile documents|clouddocs|icloud|google ?drive|cloudstorage|onedrive", re.I)
+
+
+def default_settle(root: Path) -> float:
+    """Seconds to wait after writing a claim: 0 where the lock excludes, a minute in a sync folder."""
+    return 60.0 if SYNC_FOLDER_HINTS.search(str(root)) else 0.0
+
+
+def worker(
+    root: Path = typer.Option(Path("."), help="The shared folder (all machines point at the same one)."),
+    grid: Optional[Path] = typer.Option(None, help="Grid TOML to add to the queue first (idempotent); without it, join the queue that is there."),
+    name: Optional[str] = typer.Option(None, help="Worker name shown in status; default: stable per machine, kept outside the root."),
+    device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
+    lease_ttl: float = typer.Option(600.0, help="Seconds without a heartbeat before peers take an item over. Keep minutes on a sync folder."),
+    heartbeat: float = typer.Option(30.0, help="Seconds between heartbeats (well below --lease-ttl)."),
+    settle: Optional[float] = typer.Option(None, help="Seconds to wait after claiming before trusting the claim; default 0 on local disk/SMB, 60 in a Dropbox/iCloud/Drive folder."),
+    max_items: Optional[int] = typer.Option(None, help="Stop after running this many items."),
+    wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones); exit once every item is done or failed."),
+    poll: float = typer.Option(10.0, help="Seconds between polls with --wait."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
+) -> None:
+    """Claim items from ROOT/distributed_work/work_queue.json and train them with a checkpoint every round.
+
+    Results go to ROOT/paper_results/<item>.csv.  Stale items of crashed or
+    sleeping peers are resumed from their last round.  Ctrl-C or SIGTERM
+    stops after the current round and hands the item back at once (exit 130/143).
+    """
+    setup_logging(verbose)
+    if heartbeat <= 0 or lease_ttl <= 0 or lease_ttl < 2 * heartbeat:
+        from fedspec.errors import ConfigError
+
+        raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
+    paths = RootPaths(writable_root(root))
+    if grid is not None:
+        items = load_grid(grid)
+        added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items])
+        out.print(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there")
+    else:
+        load_queue(paths)  # a clear error if this is not a fedspec root
+    worker_name = check_worker_name(name) if name else default_worker_name()
+
+    from fedspec.config import ExperimentSpec
+    from fedspec.fl.device import resolve_device
+    from fedspec.fl.loop import run_experiment
+
+    dev = resolve_device(device)
+
+    def job(item: QueueItem, guard, progress) -> None:
+        spec = ExperimentSpec(**item.spec)
+        run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress)
+
+    def on_claim(item: QueueItem, lease) -> None:
+        console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
+
+    def on_round(item: QueueItem, row: dict) -> None:
+        console.print(f"  {item.id} round {row['round']}/{item.rounds}  acc {row['test_accuracy']:.4f}  "
+                      f"rank {row['rank']}  {row['round_seconds']:.2f}s", highlight=False)
+
+    def on_item_end(item: QueueItem, outcome: str, error: str | None) -> None:
+        colour = {"done": "green", "failed": "red"}.get(outcome, "yellow")
+        console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({error})" if error else ""), highlight=False)
+
+    def on_idle(report) -> None:
+        c = report.counts
+        console.print(f"waiting: {c['running']} running elsewhere, {c['pending']} pending, {c['done']} done", highlight=False)
+
+    settings = WorkerSettings(lease_ttl=lease_ttl, heartbeat=heartbeat,
+                              settle=default_settle(paths.root) if settle is None else settle,
+                              poll=poll, wait=wait, max_items=max_items)
+    events = WorkerEvents(on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
+                          on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {line}", highlight=False))
+    w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})
+    console.print(f"worker {worker_name} on {dev.type}, root {paths.root} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
+    code = w.run()
+    out.print(f"worker {worker_name}: ran {w.items_run} item(s)" + ("" if code == 0 else f", stopped (exit {code})"))
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,172 @@
+"""Claims, generations and the fence: who holds an item, decided from single-writer files.
+
+Every record about an item is a file written once by one worker, in
+``distributed_work/claims/<item>/``:
+
+* ``gNNNNN.<worker>.claim.json``     the worker claims generation N
+* ``gNNNNN.<worker>.failed.json``    its attempt at generation N failed (with the error)
+* ``gNNNNN.<worker>.released.json``  it gave generation N back (Ctrl-C, SIGTERM)
+* ``retry.gNNNNN.<worker>.json``     a user reset the attempts counted up to generation N
+
+Single-writer files cannot conflict on any sync service.  Of several claims
+for the top generation the lowest worker name wins, so every observer agrees
+once the files have arrived.  The holder re-reads the records before every
+commit and stops when a newer generation, or a winning rival, shows up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from fedspec.atomic import write_json
+from fedspec.errors import LeaseLost
+from fedspec.queue.store import QueueLock, RootPaths, read_json
+
+log = logging.getLogger(__name__)
+
+RECORD_RE = re.compile(r"^g(?P<gen>\d{5,})\.(?P<worker>[A-Za-z0-9_-]+)\.(?P<kind>claim|failed|released)\.json$")
+RETRY_RE = re.compile(r"^retry\.g(?P<gen>\d{5,})\.(?P<worker>[A-Za-z0-9_-]+)\.json$")
+WORKER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class ItemClaims:
+    """What the records of one item say (before heartbeats are taken into account)."""
+
+    generation: int = 0  # top generation claimed, 0 = never
+    holder: str | None = None  # winner of the top generation
+    ended: str | None = None  # "failed" / "released" when the holder left the top generation
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (gen, worker, error) counted since the last retry
+    foreign: list[str] = field(default_factory=list)  # files that are not fedspec records
+
+    @property
+    def attempts(self) -> int:
+        return len(self.failures)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.failures[-1][2] if self.failures else None
+
+
+def item_folder(paths: RootPaths, item_id: str) -> Path:
+    return paths.claims / item_id
+
+
+def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
+    """Parse every record of an item; unknown files are listed, never trusted."""
+    folder = item_folder(paths, item_id)
+    claims: dict[int, list[str]] = {}
+    ended: dict[tuple[int, str], str] = {}
+    failures: list[tuple[int, str, str]] = []
+    retry_gen = 0
+    foreign = []
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except FileNotFoundError:
+        return ItemClaims()
+    for name in names:
+        if name.startswith("."):
+            continue  # temporary files of atomic writes, placeholders
+        m = RECORD_RE.match(name)
+        if m:
+            gen, worker, kind = int(m["gen"]), m["worker"], m["kind"]
+            if kind == "claim":
+                claims.setdefault(gen, []).append(worker)
+            else:
+                ended[(gen, worker)] = kind
+                if kind == "failed":
+                    data, _ = read_json(folder / name)
+                    error = str(data.get("error", "unknown error")) if isinstance(data, dict) else "unknown error"
+                    failures.append((gen, worker, error))
+            continue
+        r = RETRY_RE.match(name)
+        if r:
+            retry_gen = max(retry_gen, int(r["gen"]))
+            continue
+        foreign.append(name)
+    out = ItemClaims(foreign=foreign)
+    if claims:
+        top = max(claims)
+        out.generation = top
+        out.holder = min(claims[top])
+        out.ended = ended.get((top, out.holder))
+    out.failures = sorted(f for f in failures if f[0] > retry_gen)
+    return out
+
+
+def _record(paths: RootPaths, item_id: str, generation: int, worker: str, kind: str, data: dict) -> None:
+    folder = item_folder(paths, item_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"g{generation:05d}.{worker}.{kind}.json",
+               {"item": item_id, "generation": generation, "worker": worker, "wall_time": time.time(), **data})
+
+
+@dataclass
+class Lease:
+    """This worker's hold on one item at one generation."""
+
+    paths: RootPaths
+    item_id: str
+    generation: int
+    worker: str
+
+    def check(self, kind: str = "commit") -> None:
+        """The fence: raise :class:`LeaseLost` if a peer holds a newer generation or won this one."""
+        now = read_claims(self.paths, self.item_id)
+        if now.generation > self.generation or now.holder != self.worker:
+            raise LeaseLost(
+                f"{self.item_id}: lease lost before {kind} (generation {self.generation} by {self.worker}; "
+                f"now generation {now.generation} by {now.holder})"
+            )
+
+    def fail(self, error: str) -> None:
+        _record(self.paths, self.item_id, self.generation, self.worker, "failed", {"error": error})
+
+    def release(self) -> None:
+        _record(self.paths, self.item_id, self.generation, self.worker, "released", {})
+
+
+def try_claim(
+    paths: RootPaths,
+    item_id: str,
+    seen_generation: int,
+    worker: str,
+    settle_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Lease | None:
+    """Claim generation ``seen_generation + 1``; None when a peer got there first.
+
+    Under an enforced lock (local disk, SMB) the claim is decided under the lock
+    and ``settle_s`` may be 0.  Where the lock is missing or does not exclude
+    other machines (sync folders), the claim is written, then after
+    ``settle_s`` the records are read again and the lowest worker name among
+    the claims of that generation wins.
+    """
+    gen = seen_generation + 1
+    with QueueLock(paths.lock_file) as lock:
+        if read_claims(paths, item_id).generation != seen_generation:
+            return None  # somebody moved first
+        _record(paths, item_id, gen, worker, "claim", {})
+        locked = lock.acquired
+    wait = settle_s if locked else max(settle_s, 1.0)
+    if wait > 0:
+        sleep(wait)
+    now = read_claims(paths, item_id)
+    if now.generation != gen or now.holder != worker:
+        log.info("%s: stepped aside at generation %d (holder %s, top generation %d)", item_id, gen, now.holder, now.generation)
+        return None
+    return Lease(paths, item_id, gen, worker)
+
+
+def write_retry(paths: RootPaths, item_id: str, worker: str) -> None:
+    """Forget the failures of an item so far: it becomes pending again."""
+    claims = read_claims(paths, item_id)
+    folder = item_folder(paths, item_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"retry.g{claims.generation:05d}.{worker}.json",
+               {"item": item_id, "after_generation": claims.generation, "worker": worker, "wall_time": time.time()})

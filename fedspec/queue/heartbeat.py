@@ -1,0 +1,112 @@
+"""Worker heartbeats and lease staleness measured on the observer's own clock.
+
+Each worker owns ``distributed_work/heartbeats/<worker>.json`` and rewrites it
+every ``interval`` seconds with an increasing ``counter``.  A peer calls the
+lease stale when the counter it reads has not changed for ``ttl`` seconds of
+*its own* monotonic clock: two machines' wall clocks are never compared, and
+a SIGSTOPped or sleeping laptop stops its counter with everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from fedspec.atomic import write_json
+from fedspec.queue.store import RootPaths, read_json
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Background thread that publishes this worker's counter and what it is doing."""
+
+    def __init__(self, paths: RootPaths, worker: str, interval: float, info: dict[str, Any] | None = None) -> None:
+        self.paths, self.worker, self.interval = paths, worker, interval
+        self.counter = 0
+        self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
+                                       "started": time.time(), "state": "idle", **(info or {})}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{worker}", daemon=True)
+
+    @property
+    def path(self):
+        return self.paths.heartbeats / f"{self.worker}.json"
+
+    def update(self, **fields: Any) -> None:
+        """Change what the next beat says (item, generation, round, ...); beats at once."""
+        with self._lock:
+            self.fields.update(fields)
+        self.beat()
+
+    def beat(self) -> None:
+        with self._lock:
+            self.counter += 1
+            data = {**self.fields, "counter": self.counter, "wall_time": time.time()}
+        try:
+            self.paths.heartbeats.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, data)
+        except OSError as err:  # a full disk or a flaky share must not kill training
+            log.warning("heartbeat not written: %s", err)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def start(self) -> "Heartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def stop(self, final_state: str = "stopped") -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+        self.update(state=final_state, item=None, generation=None, round=None)
+
+
+def read_heartbeats(paths: RootPaths) -> dict[str, dict[str, Any]]:
+    """Every worker's last heartbeat that parses (torn or foreign files are skipped)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        files = list(paths.heartbeats.glob("*.json"))
+    except OSError:
+        return out
+    for f in files:
+        if f.name.startswith("."):
+            continue
+        data, problem = read_json(f)
+        if problem is None and isinstance(data, dict) and data.get("worker") == f.stem:
+            out[f.stem] = data
+    return out
+
+
+class LeaseObserver:
+    """Remembers when each worker's counter last changed, on this process's monotonic clock."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._seen: dict[str, tuple[Any, float]] = {}
+
+    def observe(self, beats: dict[str, dict[str, Any]]) -> None:
+        now = self.clock()
+        for worker in set(beats) | set(self._seen):
+            counter = beats.get(worker, {}).get("counter")
+            last = self._seen.get(worker)
+            if last is None or last[0] != counter:
+                self._seen[worker] = (counter, now)
+
+    def silent_for(self, worker: str) -> float:
+        """Seconds since this observer saw ``worker``'s counter change (0 when first seen now)."""
+        now = self.clock()
+        if worker not in self._seen:
+            self._seen[worker] = (None, now)
+        return now - self._seen[worker][1]
+
+    def is_stale(self, worker: str) -> bool:
+        return self.silent_for(worker) >= self.ttl

@@ -1,0 +1,58 @@
+"""A worker name that is stable per machine and unique per concurrent process.
+
+The machine part is random, made once and kept in a local file outside the
+shared root; a second worker started on the same machine takes the next free
+slot (held by a local lock while it runs): ``mac-3f2a``, ``mac-3f2a-1``, ...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from fedspec.errors import ConfigError
+from fedspec.queue.claims import WORKER_NAME_RE
+
+MAX_SLOTS = 64
+_held: list[FileLock] = []  # slot locks live as long as the process
+
+
+def local_dir() -> Path:
+    env = os.environ.get("FEDSPEC_HOME")
+    if env:
+        base = Path(env)
+    elif os.name == "nt":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "fedspec"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "fedspec"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def check_worker_name(name: str) -> str:
+    if not WORKER_NAME_RE.match(name):
+        raise ConfigError(f"--name: {name!r} is not a valid worker name (1-64 letters, digits, '_' or '-')")
+    return name
+
+
+def default_worker_name() -> str:
+    folder = local_dir()
+    id_file = folder / "machine_id"
+    if not id_file.exists():
+        id_file.write_text(secrets.token_hex(2))
+    machine = re.sub(r"[^A-Za-z0-9]", "", id_file.read_text().strip())[:8] or "0000"
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24].strip("-") or "host"
+    for slot in range(MAX_SLOTS):
+        lock = FileLock(str(folder / f"slot-{slot}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        _held.append(lock)
+        return f"{host}-{machine}" + (f"-{slot}" if slot else "")
+    raise ConfigError(f"{folder}: {MAX_SLOTS} workers already run on this machine; pass --name")

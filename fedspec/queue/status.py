@@ -1,0 +1,164 @@
+"""Classify every item of a root from its files (jug's ``update_status``); printing lives in the CLI.
+
+Status is derived, never stored: done = a result CSV, failed = attempts used
+up, running = a live holder, pending = anything else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fedspec.queue.claims import read_claims
+from fedspec.queue.heartbeat import LeaseObserver, read_heartbeats
+from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders, read_json
+from fedspec.queue.workqueue import QueueItem, load_queue
+
+STATES = ("pending", "running", "done", "failed")
+
+
+@dataclass
+class ItemStatus:
+    id: str
+    state: str
+    round: int
+    rounds: int
+    holder: str | None
+    attempts: int
+    error: str | None
+    generation: int
+    accuracy: float | None = None
+    heartbeat_age: float | None = None
+    stale: bool = False
+    task: str | None = None
+
+
+@dataclass
+class WorkerStatus:
+    name: str
+    host: str | None
+    device: str | None
+    item: str | None
+    round: int | None
+    sec_per_round: float | None
+    heartbeat_age: float | None
+    state: str | None
+
+
+@dataclass
+class StatusReport:
+    counts: dict[str, int]
+    items: list[ItemStatus]
+    workers: list[WorkerStatus]
+    warnings: list[str] = field(default_factory=list)
+    eta_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts,
+            "items": [asdict(i) for i in self.items],
+            "workers": [asdict(w) for w in self.workers],
+            "warnings": self.warnings,
+            "eta_seconds": self.eta_seconds,
+        }
+
+
+def _progress(paths: RootPaths, item_id: str) -> tuple[int, float | None, list[float]]:
+    """(rounds committed, latest accuracy, round seconds) from the checkpoint's JSON, without torch."""
+    meta, problem = read_json(paths.checkpoint_meta(item_id))
+    if problem is not None or not isinstance(meta, dict):
+        return 0, None, []
+    rows = meta.get("rows") if isinstance(meta.get("rows"), list) else []
+    acc = rows[-1].get("test_accuracy") if rows and isinstance(rows[-1], dict) else None
+    secs = [float(r["round_seconds"]) for r in rows if isinstance(r, dict) and isinstance(r.get("round_seconds"), (int, float))]
+    rnd = meta.get("round")
+    return (rnd if isinstance(rnd, int) else 0), (float(acc) if isinstance(acc, (int, float)) else None), secs
+
+
+def classify(
+    paths: RootPaths,
+    items: list[QueueItem],
+    observer: LeaseObserver | None = None,
+    worker: str | None = None,
+    now: float | None = None,
+    with_progress: bool = True,
+) -> StatusReport:
+    """Derive the state of every item.
+
+    Parameters
+    ----------
+    observer
+        Decides staleness of holders from heartbeat counters on this process's
+        clock.  Without one (``fedspec status``) a holder counts as stale when
+        its heartbeat file is older than its lease TTL, as a display hint only.
+    worker
+        The asking worker: its own leftover claims (from before a crash or a
+        restart under the same name) count as stale at once.
+    """
+    now = time.time() if now is None else now
+    beats = read_heartbeats(paths)
+    if observer is not None:
+        observer.observe(beats)
+    ages: dict[str, float] = {}
+    for name in beats:
+        try:
+            ages[name] = max(0.0, now - (paths.heartbeats / f"{name}.json").stat().st_mtime)
+        except OSError:
+            pass
+    result_files = {p.stem for p in paths.results.glob("*.csv")} if paths.results.exists() else set()
+    statuses: list[ItemStatus] = []
+    warnings: list[str] = []
+    all_secs: list[float] = []
+    for item in items:
+        claims = read_claims(paths, item.id)
+        if claims.foreign:
+            warnings.append(f"{item.id}: foreign file(s) in its claims folder ignored: {', '.join(claims.foreign[:3])}")
+        rnd, acc, secs = _progress(paths, item.id) if with_progress else (0, None, [])
+        all_secs.extend(secs)
+        st = ItemStatus(item.id, "pending", rnd, item.rounds, claims.holder, claims.attempts, claims.last_error,
+                        claims.generation, acc, task=item.spec.get("task"))
+        if item.id in result_files:
+            st.state, st.round = "done", item.rounds
+        elif claims.holder is not None and claims.ended is None:
+            beat = beats.get(claims.holder, {})
+            st.heartbeat_age = ages.get(claims.holder)
+            if beat.get("item") not in (None, item.id) or beat.get("state") == "stopped":
+                st.stale = True  # the holder has moved on without a record: it was killed mid-claim
+            elif observer is not None:
+                st.stale = claims.holder == worker or observer.is_stale(claims.holder)
+            else:
+                ttl = float(beat.get("lease_ttl", 300))
+                st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl
+            st.state = "running"
+            if st.stale:
+                warnings.append(f"{item.id}: lease of {claims.holder} looks stale (heartbeat silent); a worker will reclaim it")
+        elif claims.attempts >= item.max_attempts:
+            st.state = "failed"
+        statuses.append(st)
+    counts = {s: sum(1 for i in statuses if i.state == s) for s in STATES}
+    workers = [
+        WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), b.get("sec_per_round"),
+                     ages.get(name), b.get("state"))
+        for name, b in sorted(beats.items())
+    ]
+    for copy in conflicted_copies(paths.work, QUEUE_FILE):
+        warnings.append(f"conflicted copy of the queue: {copy.name} (a worker merges it)")
+    for ph in placeholders(paths.root):
+        warnings.append(f"iCloud placeholder not downloaded: {ph.relative_to(paths.root)}")
+    return StatusReport(counts, statuses, workers, warnings, _eta(statuses, workers, all_secs))
+
+
+def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]) -> float | None:
+    remaining = sum(max(0, i.rounds - i.round) for i in items if i.state in ("pending", "running"))
+    if remaining == 0:
+        return 0.0
+    if not secs:
+        return None
+    active = sum(1 for w in workers if w.state in ("idle", "running")) or 1
+    return remaining * (sum(secs) / len(secs)) / active
+
+
+def collect(paths: RootPaths) -> StatusReport:
+    """``fedspec status``: load the queue and classify it."""
+    return classify(paths, load_queue(paths))

@@ -1,0 +1,149 @@
+"""Paths of a fedspec root, safe JSON reads, the queue lock, and sync-client debris.
+
+A shared folder is not a file system to trust: files arrive torn or late, sync
+clients leave conflicted copies (``name (Host's conflicted copy 2026-01-02).json``,
+``name 2.json``) and iCloud placeholders (``.name.icloud``).  Readers here
+never crash on such files: they return None and report them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
+
+WORK = "distributed_work"
+QUEUE_FILE = "work_queue.json"
+CHECKPOINTS = "checkpoints_distributed"
+RESULTS = "paper_results"
+PLOTS = "plots"
+
+# Dropbox: "name (Host's conflicted copy 2026-01-02).json"; Google Drive: "name (1).json";
+# iCloud: "name 2.json".
+CONFLICT_RE = re.compile(r"^(?P<stem>.+?)(?: \(.*conflicted copy.*\)| \(\d+\)| \d+)(?P<ext>\.[A-Za-z0-9]+)$")
+PLACEHOLDER_RE = re.compile(r"^\.(?P<name>.+)\.icloud$")
+
+
+@dataclass(frozen=True)
+class RootPaths:
+    """The folders of one fedspec root."""
+
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / WORK
+
+    @property
+    def queue_file(self) -> Path:
+        return self.work / QUEUE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.work / (QUEUE_FILE + ".lock")
+
+    @property
+    def claims(self) -> Path:
+        return self.work / "claims"
+
+    @property
+    def heartbeats(self) -> Path:
+        return self.work / "heartbeats"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS
+
+    def result_csv(self, item_id: str) -> Path:
+        return self.results / f"{item_id}.csv"
+
+    def checkpoint_meta(self, item_id: str) -> Path:
+        return self.checkpoints / item_id / "checkpoint.json"
+
+    def make(self) -> None:
+        for folder in (self.work, self.claims, self.heartbeats, self.checkpoints, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """(parsed JSON, None) or (None, reason) for a missing, torn, placeholder or foreign file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        placeholder = path.with_name(f".{path.name}.icloud")
+        return None, ("iCloud placeholder, not downloaded" if placeholder.exists() else "missing")
+    except OSError as err:
+        return None, f"unreadable ({err.strerror})"
+    if not raw.strip():
+        return None, "empty"
+    try:
+        return json.loads(raw.decode("utf-8")), None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"not valid JSON ({err.__class__.__name__}: {str(err)[:80]})"
+
+
+def conflicted_copies(folder: Path, name: str) -> list[Path]:
+    """Sync-client copies of ``folder/name`` (Dropbox, Google Drive and iCloud naming)."""
+    stem, ext = Path(name).stem, Path(name).suffix
+    found = []
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    for p in entries:
+        m = CONFLICT_RE.match(p.name)
+        if m and m.group("stem") == stem and m.group("ext") == ext:
+            found.append(p)
+    return sorted(found)
+
+
+def placeholders(folder: Path) -> list[Path]:
+    """iCloud placeholders (``.name.icloud``) anywhere under ``folder``."""
+    try:
+        return sorted(p for p in folder.rglob(".*.icloud") if PLACEHOLDER_RE.match(p.name))
+    except OSError:
+        return []
+
+
+class QueueLock:
+    """The queue's file lock, or nothing where the folder cannot lock.
+
+    A lock that raises (ENOTSUP on a macOS SMB mount, no flock on some network
+    file systems) does not stop the worker: ``acquired`` is False and callers
+    fall back to the single-writer protocol with a settle window.  A lock that
+    silently does not exclude (a sync folder: it only excludes processes on
+    this machine) is covered by the same protocol and by the fence.
+    """
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self._lock = FileLock(str(path), timeout=timeout)
+        self.acquired = False
+
+    def __enter__(self) -> "QueueLock":
+        try:
+            self._lock.acquire()
+            self.acquired = True
+        except Timeout:
+            log.warning("queue lock %s busy for %.0fs; going on without it", self._lock.lock_file, self._lock.timeout)
+        except (OSError, NotImplementedError) as err:
+            log.warning("queue lock %s unusable here (%s); using the lock-free protocol", self._lock.lock_file, err)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.acquired:
+            try:
+                self._lock.release()
+            except OSError as err:
+                log.warning("could not release queue lock: %s", err)
+            self.acquired = False

@@ -1,0 +1,190 @@
+"""The worker loop: claim an item, run the injected job with the fence, repeat.
+
+The job is any callable ``job(item, guard, progress)``; the CLI passes one
+that trains with :func:`fedspec.fl.loop.run_experiment`.  ``guard(kind)`` is
+the fence (called before every checkpoint and result commit) and
+``progress(row)`` is called after each committed round, which is also where a
+requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fedspec.errors import FedspecError, LeaseLost
+from fedspec.queue.claims import Lease, try_claim
+from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
+from fedspec.queue.status import StatusReport, classify
+from fedspec.queue.store import RootPaths
+from fedspec.queue.workqueue import QueueItem, load_queue, merge_conflicted_copies
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None]], Any]
+
+
+class StopRequested(Exception):
+    """Raised at a safe point after Ctrl-C / SIGTERM."""
+
+
+@dataclass
+class WorkerSettings:
+    lease_ttl: float = 600.0  # safe for sync folders: a sync can take minutes
+    heartbeat: float = 30.0
+    settle: float = 0.0
+    poll: float = 10.0
+    wait: bool = False
+    max_items: int | None = None
+
+
+@dataclass
+class WorkerEvents:
+    """Hooks for the CLI to show what happens (all optional)."""
+
+    on_claim: Callable[[QueueItem, Lease], None] | None = None
+    on_round: Callable[[QueueItem, dict[str, Any]], None] | None = None
+    on_item_end: Callable[[QueueItem, str, str | None], None] | None = None
+    on_idle: Callable[[StatusReport], None] | None = None
+    on_warning: Callable[[str], None] | None = None
+
+
+class Worker:
+    """One worker process on one root."""
+
+    def __init__(self, paths: RootPaths, name: str, job: Job, settings: WorkerSettings,
+                 events: WorkerEvents | None = None, info: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.paths, self.name, self.job, self.settings = paths, name, job, settings
+        self.events = events or WorkerEvents()
+        self.observer = LeaseObserver(settings.lease_ttl, clock)
+        self.heartbeat = Heartbeat(paths, name, settings.heartbeat, {"lease_ttl": settings.lease_ttl, **(info or {})})
+        self.stop_signal: int | None = None
+        self.items_run = 0
+        self._warned: set[str] = set()
+
+    # -- signals -------------------------------------------------------------
+    def request_stop(self, signum: int) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now (the last checkpoint is kept)
+        self.stop_signal = signum
+        log.warning("stop requested: finishing the current round, then releasing the item (again to stop now)")
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, lambda s, f: self.request_stop(s))
+        return old
+
+    # -- main loop -------------------------------------------------------------
+    def run(self) -> int:
+        """Work until nothing is claimable (or, with ``wait``, until all items end); returns the exit code."""
+        old = self._install_signals()
+        self.heartbeat.start()
+        try:
+            return self._loop()
+        finally:
+            self.heartbeat.stop("stopped")
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _warn(self, line: str) -> None:
+        if line not in self._warned:
+            self._warned.add(line)
+            log.warning(line)
+            if self.events.on_warning:
+                self.events.on_warning(line)
+
+    def _exit_code(self) -> int:
+        return 130 if self.stop_signal == signal.SIGINT else 143
+
+    def _loop(self) -> int:
+        while True:
+            if self.stop_signal is not None:
+                return self._exit_code()
+            if self.settings.max_items is not None and self.items_run >= self.settings.max_items:
+                return 0
+            for line in merge_conflicted_copies(self.paths):
+                self._warn(line)
+            items = load_queue(self.paths)
+            report = classify(self.paths, items, self.observer, self.name, with_progress=False)
+            for line in report.warnings:
+                if "stale" not in line:
+                    self._warn(line)
+            if self._claim_and_run(items, report):
+                continue
+            if not self.settings.wait or report.counts["pending"] + report.counts["running"] == 0:
+                return 0
+            if self.events.on_idle:
+                self.events.on_idle(report)
+            self._sleep(self.settings.poll)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self.stop_signal is None and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _claim_and_run(self, items: list[QueueItem], report: StatusReport) -> bool:
+        by_id = {i.id: i for i in items}
+        for st in report.items:
+            claimable = st.state == "pending" or (st.state == "running" and st.stale)
+            if not claimable:
+                continue
+            if st.state == "running":
+                log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
+            lease = try_claim(self.paths, st.id, st.generation, self.name, self.settings.settle, self._sleep)
+            if lease is None:
+                continue
+            self._run_item(by_id[st.id], lease)
+            return True
+        return False
+
+    def _run_item(self, item: QueueItem, lease: Lease) -> None:
+        self.items_run += 1
+        self.heartbeat.update(state="running", item=item.id, generation=lease.generation, round=None,
+                              rounds=item.rounds)
+        if self.events.on_claim:
+            self.events.on_claim(item, lease)
+        started = time.monotonic()
+        rounds_done = 0
+
+        def progress(row: dict[str, Any]) -> None:
+            nonlocal rounds_done
+            rounds_done += 1
+            per_round = (time.monotonic() - started) / rounds_done
+            self.heartbeat.update(round=row.get("round"), sec_per_round=round(per_round, 3),
+                                  device=row.get("device"), accuracy=row.get("test_accuracy"))
+            if self.events.on_round:
+                self.events.on_round(item, row)
+            if self.stop_signal is not None:
+                raise StopRequested
+
+        outcome, error = "done", None
+        try:
+            self.job(item, lease.check, progress)
+        except LeaseLost as err:
+            outcome, error = "lease-lost", str(err)
+            log.warning("%s", err)
+        except (StopRequested, KeyboardInterrupt):
+            lease.release()
+            outcome = "released"
+            if self.stop_signal is None:
+                self.stop_signal = signal.SIGINT
+        except FedspecError as err:
+            outcome, error = "failed", str(err)
+            lease.fail(error)
+        except Exception as err:  # noqa: BLE001 - an item's crash is recorded, the worker goes on
+            outcome, error = "failed", f"{type(err).__name__}: {err}"
+            log.error("%s failed:\n%s", item.id, traceback.format_exc())
+            lease.fail(error)
+        finally:
+            self.heartbeat.update(state="idle", item=None, generation=None, round=None)
+        if self.events.on_item_end:
+            self.events.on_item_end(item, outcome, error)
