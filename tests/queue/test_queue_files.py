@@ -1,0 +1,164 @@
+"""The queue's files, one at a time: bad input, conflicted copies, lock fallback, leases on a fake clock."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fedspec.errors import LeaseLost, QueueError, RootError
+from fedspec.queue import claims as claims_mod
+from fedspec.queue.claims import read_claims, try_claim
+from fedspec.queue.heartbeat import LeaseObserver
+from fedspec.queue.status import classify
+from fedspec.queue.store import RootPaths, conflicted_copies
+from fedspec.queue.workqueue import QueueItem, add_items, load_queue, merge_conflicted_copies
+from tests.conftest import fedspec_cmd
+
+SPEC = {"task": "digits", "method": "fedavg", "rounds": 2}
+
+
+def make_root(tmp_path: Path, ids=("a", "b")) -> RootPaths:
+    paths = RootPaths(tmp_path)
+    add_items(paths, [QueueItem(i, SPEC) for i in ids])
+    return paths
+
+
+def test_adding_a_grid_is_idempotent_and_refuses_changed_specs(tmp_path: Path) -> None:
+    paths = make_root(tmp_path)
+    assert add_items(paths, [QueueItem("a", SPEC), QueueItem("c", SPEC)]) == ["c"]
+    assert [i.id for i in load_queue(paths)] == ["a", "b", "c"]
+    before = paths.queue_file.read_bytes()
+    with pytest.raises(QueueError, match="'a' already exists with a different spec"):
+        add_items(paths, [QueueItem("a", {**SPEC, "rounds": 3})])
+    assert paths.queue_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [b"", b"{\"format\": 1, \"items\": [", b"not json", b"{\"items\": 3}",
+                                     b"{\"format\": 1, \"items\": [{\"id\": \"../x\", \"spec\": {}}]}"])
+def test_corrupt_queue_is_one_clear_error_and_left_alone(tmp_path: Path, content: bytes) -> None:
+    paths = make_root(tmp_path)
+    paths.queue_file.write_bytes(content)
+    with pytest.raises(QueueError) as err:
+        load_queue(paths)
+    assert "\n" not in str(err.value) and str(paths.queue_file) in str(err.value)
+    with pytest.raises(QueueError):
+        add_items(paths, [QueueItem("z", SPEC)])
+    assert paths.queue_file.read_bytes() == content
+
+
+def test_folder_without_queue_is_not_a_fedspec_root(tmp_path: Path) -> None:
+    with pytest.raises(RootError, match="not a fedspec root"):
+        load_queue(RootPaths(tmp_path))
+
+
+@pytest.mark.parametrize("copy_name", ["work_queue (Mac's conflicted copy 2026-01-02).json", "work_queue 2.json"])
+def test_conflicted_copy_is_merged_as_union_and_reported(tmp_path: Path, copy_name: str) -> None:
+    paths = make_root(tmp_path, ("a", "b"))
+    other = {"format": 1, "items": [{"id": "a", "spec": SPEC}, {"id": "x", "spec": SPEC}]}
+    (paths.work / copy_name).write_text(json.dumps(other))
+    assert conflicted_copies(paths.work, "work_queue.json") == [paths.work / copy_name]
+    report = merge_conflicted_copies(paths)
+    assert len(report) == 1 and "merged (1 new item(s))" in report[0]
+    assert [i.id for i in load_queue(paths)] == ["a", "b", "x"]
+    assert conflicted_copies(paths.work, "work_queue.json") == []
+
+
+def test_icloud_placeholder_is_reported_not_parsed(tmp_path: Path) -> None:
+    paths = make_root(tmp_path)
+    (paths.heartbeats / ".w1.json.icloud").write_bytes(b"bplist00 binary")
+    report = classify(paths, load_queue(paths))
+    assert any("iCloud placeholder" in w for w in report.warnings)
+
+
+def test_claim_without_a_working_lock_falls_back_to_settle_protocol(tmp_path: Path, monkeypatch) -> None:
+    paths = make_root(tmp_path)
+
+    def enotsup(self, *a, **k):
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr("filelock.FileLock.acquire", enotsup)
+    slept: list[float] = []
+    lease = try_claim(paths, "a", 0, "w1", settle_s=0.0, sleep=slept.append)
+    assert lease is not None and lease.generation == 1
+    assert slept == [1.0]  # without the lock a settle window is always waited
+
+
+def test_lowest_name_wins_simultaneous_claims_and_the_loser_is_fenced(tmp_path: Path) -> None:
+    paths = make_root(tmp_path)
+    loser = try_claim(paths, "a", 0, "w9", settle_s=0.0)
+    assert loser is not None
+    # A peer whose lock did not exclude us claimed the same generation; it arrives late.
+    claims_mod._record(paths, "a", 1, "w1", "claim", {})
+    assert read_claims(paths, "a").holder == "w1"
+    with pytest.raises(LeaseLost):
+        loser.check("checkpoint")
+
+
+def test_lease_is_stale_only_after_ttl_on_the_observers_clock(tmp_path: Path) -> None:
+    now = [100.0]
+    obs = LeaseObserver(ttl=30, clock=lambda: now[0])
+    obs.observe({"w1": {"counter": 5}})
+    now[0] += 29
+    obs.observe({"w1": {"counter": 5}})
+    assert not obs.is_stale("w1")
+    now[0] += 1
+    assert obs.is_stale("w1")
+    obs.observe({"w1": {"counter": 6}})  # it woke up
+    assert not obs.is_stale("w1")
+
+
+def test_failed_attempts_make_an_item_failed_and_retry_puts_it_back(tmp_path: Path) -> None:
+    paths = make_root(tmp_path, ("a",))
+    for gen in range(3):
+        lease = try_claim(paths, "a", gen, "w1", settle_s=0.0)
+        lease.fail(f"boom {gen}")
+    (st,) = classify(paths, load_queue(paths)).items
+    assert st.state == "failed" and st.attempts == 3 and st.error == "boom 2"
+    res = subprocess.run(fedspec_cmd("retry", "--failed", "--root", str(tmp_path), "--name", "me"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    (st,) = classify(paths, load_queue(paths)).items
+    assert st.state == "pending" and st.attempts == 0
+
+
+def test_foreign_file_in_claims_is_reported_and_ignored(tmp_path: Path) -> None:
+    paths = make_root(tmp_path, ("a",))
+    (paths.claims / "a").mkdir(parents=True)
+    (paths.claims / "a" / "notes.txt").write_text("hello")
+    report = classify(paths, load_queue(paths))
+    assert report.items[0].state == "pending" and any("foreign" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("empty", "work_queue.json: empty"),
+    ("garbage", "not valid JSON"),
+    ("none", "not a fedspec root"),
+])
+def test_worker_and_status_on_bad_roots_print_one_line(tmp_path: Path, setup: str, expected: str) -> None:
+    if setup != "none":
+        (tmp_path / "distributed_work").mkdir()
+        (tmp_path / "distributed_work" / "work_queue.json").write_bytes(b"" if setup == "empty" else b"\x00{{")
+    for cmd in (["worker"], ["status"]):
+        res = subprocess.run(fedspec_cmd(*cmd, "--root", str(tmp_path)), capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0 and "Traceback" not in res.stderr
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], res.stderr
+
+
+def test_truncated_checkpoint_fails_the_attempt_with_a_clear_reason(tmp_path: Path) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nmethods=["fedavg"]\ncentralized=false\n[experiment]\nclients=3\nrounds=2\nmin_client_size=5\n')
+    root = tmp_path / "root"
+    ckpt = root / "checkpoints_distributed" / "fedavg_dirichlet_alpha0.5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.json").write_text('{"format": 1, "round": 1, "ite')
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "w1", "--lease-ttl", "4",
+                                     "--heartbeat", "1"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    report = json.loads(subprocess.run(fedspec_cmd("status", "--root", str(root), "--json"), capture_output=True, text=True).stdout)
+    (st,) = report["items"]
+    assert st["state"] == "failed" and st["attempts"] == 3 and "torn or foreign checkpoint" in st["error"]
+    assert (ckpt / "checkpoint.json").read_text() == '{"format": 1, "round": 1, "ite'  # nothing overwritten

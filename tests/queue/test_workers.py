@@ -1,0 +1,98 @@
+"""Several real worker processes on one folder: exactly once, crash recovery, fencing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fedspec_cmd, read_rows
+from tests.queue.helpers import (checkpoint_round, rounds_of, start_worker, status_json, wait_for, write_grid)
+
+
+def test_three_workers_finish_a_grid_each_item_exactly_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    grid = write_grid(tmp_path / "g.toml", rounds=3, alphas="[0.1, 0.5, 1.0]", centralized=True)
+    # Create the queue first so that all three start on the same list.
+    subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--max-items", "0"), check=True,
+                   capture_output=True, timeout=120)
+    procs = [start_worker(root, f"w{k}", log=tmp_path / f"w{k}.log") for k in range(3)]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0, 0]
+    report = status_json(root)
+    assert report["counts"] == {"pending": 0, "running": 0, "done": 7, "failed": 0}
+    for item in report["items"]:
+        assert rounds_of(root / "paper_results" / f"{item['id']}.csv") == [1, 2, 3]
+        assert item["generation"] == 1  # claimed once, never run twice
+    ran = [line for k in range(3) for line in (tmp_path / f"w{k}.log").read_text().splitlines() if line.endswith(": done")]
+    assert len(ran) == 7
+    assert sum(1 for k in range(3) if ": done" in (tmp_path / f"w{k}.log").read_text()) >= 2  # work was shared
+
+
+def _reference(tmp_path: Path, grid: Path, item: str) -> list[dict]:
+    ref = tmp_path / "ref"
+    p = start_worker(ref, "ref", grid=grid)
+    assert p.wait(timeout=300) == 0
+    return read_rows(ref / "paper_results" / f"{item}.csv")
+
+
+def test_kill_9_mid_item_peer_reclaims_after_ttl_and_resumes(tmp_path: Path) -> None:
+    item = "fedspec_dirichlet_alpha0.5"
+    grid = write_grid(tmp_path / "g.toml", rounds=30, methods='["fedspec"]')
+    expected = _reference(tmp_path, grid, item)
+    root = tmp_path / "root"
+    victim = start_worker(root, "a-victim", grid=grid)
+    assert wait_for(lambda: checkpoint_round(root, item) >= 3)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = checkpoint_round(root, item)
+    assert killed_at < 30
+    t_kill = time.time()
+    peer = start_worker(root, "b-peer", "--wait", log=tmp_path / "peer.log")
+    assert peer.wait(timeout=300) == 0
+    log = (tmp_path / "peer.log").read_text()
+    assert "claimed (generation 2)" in log
+    rows = read_rows(root / "paper_results" / f"{item}.csv")
+    assert [int(r["round"]) for r in rows] == list(range(1, 31))  # no round repeated or lost
+    assert rows == expected  # resumed from the checkpoint: identical to an uninterrupted run
+    assert time.time() - t_kill >= 2  # it did wait for the lease TTL
+
+
+def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path) -> None:
+    item = "fedspec_dirichlet_alpha0.5"
+    grid = write_grid(tmp_path / "g.toml", rounds=40, methods='["fedspec"]')
+    expected = _reference(tmp_path, grid, item)
+    root = tmp_path / "root"
+    sleeper = start_worker(root, "a-sleeper", grid=grid, log=tmp_path / "sleeper.log")
+    assert wait_for(lambda: checkpoint_round(root, item) >= 3)
+    sleeper.send_signal(signal.SIGSTOP)
+    stopped_at = checkpoint_round(root, item)
+    peer = start_worker(root, "b-peer", "--wait", log=tmp_path / "peer.log")
+    assert wait_for(lambda: checkpoint_round(root, item) > stopped_at + 2, timeout=120)  # the peer has taken over
+    sleeper.send_signal(signal.SIGCONT)
+    assert sleeper.wait(timeout=120) == 0
+    assert peer.wait(timeout=300) == 0
+    assert "lease-lost" in (tmp_path / "sleeper.log").read_text()
+    rows = read_rows(root / "paper_results" / f"{item}.csv")
+    assert rows == expected and [int(r["round"]) for r in rows] == list(range(1, 41))
+
+
+def test_sigterm_releases_the_item_for_a_peer_without_waiting(tmp_path: Path) -> None:
+    item = "fedspec_dirichlet_alpha0.5"
+    grid = write_grid(tmp_path / "g.toml", rounds=40, methods='["fedspec"]')
+    root = tmp_path / "root"
+    first = start_worker(root, "a-first", "--lease-ttl", "600", "--heartbeat", "1", grid=grid)
+    assert wait_for(lambda: checkpoint_round(root, item) >= 2)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 143
+    report = status_json(root)
+    (st,) = report["items"]
+    assert st["state"] == "pending" and st["attempts"] == 0
+    t0 = time.time()
+    peer = start_worker(root, "b-peer", "--lease-ttl", "600", "--heartbeat", "1")
+    assert peer.wait(timeout=300) == 0
+    assert time.time() - t0 < 120  # far less than the 600 s TTL
+    assert rounds_of(root / "paper_results" / f"{item}.csv") == list(range(1, 41))
