@@ -7,6 +7,7 @@ import sys
 import typer
 
 from fedspec.cli.common import console
+from fedspec.cli.plots import plots
 from fedspec.cli.retry import retry
 from fedspec.cli.run import run
 from fedspec.cli.status import status
@@ -34,6 +35,7 @@ app.command("run")(run)
 app.command("worker")(worker)
 app.command("status")(status)
 app.command("retry")(retry)
+app.command("plots")(plots)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-# Splits and the pretrained base are the same for every item, whatever its seed,
-# so that all methods of a grid start from the same frozen model.
-SPLIT_SEED = 0
+from fedspec.fl.splits import SPLIT_SEED, split_indices, subset  # noqa: F401  (re-exported for tasks)
 
 
 def cache_dir() -> Path:
@@ -25,25 +22,6 @@ def cache_dir() -> Path:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedspec"
     base.mkdir(parents=True, exist_ok=True)
     return base
-
-
-def split_indices(n: int, fractions: tuple[float, ...], seed: int = SPLIT_SEED) -> list[np.ndarray]:
-    """Shuffle ``range(n)`` once and cut it into consecutive parts of the given fractions (rest last)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    parts, start = [], 0
-    for frac in fractions:
-        stop = start + int(round(frac * n))
-        parts.append(np.sort(perm[start:stop]))
-        start = stop
-    parts.append(np.sort(perm[start:]))
-    return parts
-
-
-def subset(indices: np.ndarray, max_samples: int | None, seed: int = SPLIT_SEED) -> np.ndarray:
-    if max_samples is None or max_samples >= len(indices):
-        return indices
-    pick = np.random.default_rng(seed + 1).choice(len(indices), size=max_samples, replace=False)
-    return np.sort(indices[pick])
 
 
 def wrap_lora(

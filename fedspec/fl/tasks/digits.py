@@ -16,12 +16,11 @@ from torch import nn
 
 from fedspec.atomic import write_bytes
 from fedspec.fl.tasks.base import Batch, TaskData, TensorExamples
-from fedspec.fl.tasks.common import SPLIT_SEED, cache_dir, split_indices, subset, wrap_lora
+from fedspec.fl.splits import SPLIT_SEED, digits_arrays, digits_splits, subset
+from fedspec.fl.tasks.common import cache_dir, wrap_lora
 
 HIDDEN = 128
 PRETRAIN_EPOCHS = 30
-PUBLIC_FRACTION = 0.03  # of the whole set: a weak base (~80% accuracy) that LoRA can improve
-TEST_FRACTION = 0.25
 
 
 class DigitsMLP(nn.Module):
@@ -33,13 +32,6 @@ class DigitsMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-def _load_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)
 
 
 def _pretrain(x: np.ndarray, y: np.ndarray) -> dict[str, torch.Tensor]:
@@ -77,8 +69,8 @@ def pretrained_base(x_public: np.ndarray, y_public: np.ndarray) -> dict[str, tor
 
 
 def load_digits_task(max_train_samples: int | None = None) -> TaskData:
-    x, y = _load_arrays()
-    test_idx, public_idx, train_idx = split_indices(len(y), (TEST_FRACTION, PUBLIC_FRACTION))
+    x, y = digits_arrays()
+    test_idx, public_idx, train_idx = digits_splits(len(y))
     train_idx = subset(train_idx, max_train_samples)
     base = pretrained_base(x[public_idx], y[public_idx])
 

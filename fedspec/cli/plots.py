@@ -1,0 +1,36 @@
+"""``fedspec plots``: merge the results CSVs into the paper's figures and tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from fedspec.cli.common import console, out
+from fedspec.errors import ConfigError
+
+ALLOWED = ("png", "pdf", "svg")
+
+
+def plots(
+    root: Path = typer.Option(Path("."), help="The shared folder whose paper_results/ to read."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default ROOT/plots)."),
+    formats: List[str] = typer.Option(["png"], "--format", help="png, pdf or svg; repeat or comma-separate for several."),
+) -> None:
+    """Write accuracy/gap/rank curves, accuracy vs alpha, communication vs accuracy, label splits, summary.csv/.md.
+
+    Items still running are included from their checkpoints and marked (partial).
+    """
+    fmts = [f.strip().lower() for spec in formats for f in spec.replace(",", " ").split() if f.strip()]
+    bad = [f for f in fmts if f not in ALLOWED]
+    if bad or not fmts:
+        raise ConfigError(f"--format: {', '.join(bad) or '(none)'} not allowed; use {', '.join(ALLOWED)}")
+    root = Path(root).expanduser()
+    from fedspec.plots.make import make_plots
+
+    written, notes = make_plots(root, out_dir or root / "plots", fmts)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for path in written:
+        out.print(str(path))

@@ -1,0 +1,1 @@
+"""The experiment payload: data, partitions, LoRA, aggregators, the round loop, checkpoints."""

@@ -1,0 +1,1 @@
+"""CSVs → pandas → matplotlib.  Reads files only; imports neither torch nor the queue."""

@@ -1,0 +1,107 @@
+"""Merge every item's rows: finished CSVs, plus the rows so far of items still running."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from fedspec.results import COLUMNS
+
+# Sync clients' duplicates ("x (Host's conflicted copy ...).csv", "x 2.csv") are not results.
+_CONFLICT = re.compile(r"( \(.*\)| \d+)$")
+
+
+def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """All rows with an ``item`` and a ``partial`` column, and a list of skipped files with the reason."""
+    frames, skipped = [], []
+    results = root / "paper_results"
+    done = set()
+    for path in sorted(results.glob("*.csv")) if results.exists() else []:
+        if path.name.startswith(".") or _CONFLICT.search(path.stem):
+            skipped.append(f"{path.name}: sync-client copy, ignored")
+            continue
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            skipped.append(f"{path.name}: unreadable ({type(err).__name__})")
+            continue
+        missing = [c for c in ("round", "method", "test_accuracy") if c not in df.columns]
+        if missing:
+            skipped.append(f"{path.name}: not a fedspec results file (no {', '.join(missing)})")
+            continue
+        df["item"], df["partial"] = path.stem, False
+        frames.append(df)
+        done.add(path.stem)
+    ckpts = root / "checkpoints_distributed"
+    for meta_path in sorted(ckpts.glob("*/checkpoint.json")) if ckpts.exists() else []:
+        item = meta_path.parent.name
+        if item in done:
+            continue
+        try:
+            rows = json.loads(meta_path.read_text(encoding="utf-8")).get("rows") or []
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            skipped.append(f"{item}: checkpoint unreadable, partial rows skipped")
+            continue
+        if rows:
+            df = pd.DataFrame(rows, columns=COLUMNS)
+            df["item"], df["partial"] = item, True
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=[*COLUMNS, "item", "partial"]), skipped
+    data = pd.concat(frames, ignore_index=True)
+    data["alpha"] = pd.to_numeric(data["alpha"], errors="coerce")
+    for col in ("round", "test_accuracy", "frobenius_gap", "rank", "uplink_bytes", "downlink_bytes", "seed"):
+        data[col] = pd.to_numeric(data[col], errors="coerce")
+    data["setting"] = data.apply(_setting, axis=1)
+    return data, skipped
+
+
+def _setting(row: pd.Series) -> str:
+    if row["partition"] == "dirichlet":
+        return f"α = {row['alpha']:g}"
+    return "IID" if row["partition"] == "iid" else "pooled"
+
+
+def summarize(data: pd.DataFrame) -> pd.DataFrame:
+    """Per method × partition × alpha: rounds done, final/best accuracy (mean ± std over seeds), mean gap, Δ vs FedAvg."""
+    per_item = data.sort_values("round").groupby("item").agg(
+        method=("method", "first"), partition=("partition", "first"), alpha=("alpha", "first"), seed=("seed", "first"),
+        rounds_done=("round", "max"), final_accuracy=("test_accuracy", "last"), best_accuracy=("test_accuracy", "max"),
+        mean_gap=("frobenius_gap", "mean"), partial=("partial", "any"),
+    )
+    keys = ["method", "partition", "alpha"]
+    summary = per_item.groupby(keys, dropna=False).agg(
+        seeds=("seed", "nunique"), rounds_done=("rounds_done", "min"),
+        final_acc_mean=("final_accuracy", "mean"), final_acc_std=("final_accuracy", "std"),
+        best_acc_mean=("best_accuracy", "mean"), best_acc_std=("best_accuracy", "std"),
+        mean_gap=("mean_gap", "mean"), partial=("partial", "any"),
+    ).reset_index()
+    summary[["final_acc_std", "best_acc_std"]] = summary[["final_acc_std", "best_acc_std"]].fillna(0.0)
+    fedavg = summary[summary["method"] == "fedavg"].set_index(["partition", "alpha"])["final_acc_mean"]
+    delta = []
+    for _, row in summary.iterrows():
+        key = (row["partition"], row["alpha"])
+        ok = row["method"] == "fedspec" and key in fedavg.index
+        delta.append(100.0 * (row["final_acc_mean"] - fedavg.loc[key]) if ok else float("nan"))
+    summary["fedspec_minus_fedavg_points"] = delta
+    return summary
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    lines = [
+        "| method | partition | alpha | seeds | rounds | final acc | best acc | mean gap | FedSpec − FedAvg (pts) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        alpha = "" if pd.isna(r["alpha"]) else f"{r['alpha']:g}"
+        delta = "" if pd.isna(r["fedspec_minus_fedavg_points"]) else f"{r['fedspec_minus_fedavg_points']:+.2f}"
+        partial = " (partial)" if r["partial"] else ""
+        lines.append(
+            f"| {r['method']}{partial} | {r['partition']} | {alpha} | {r['seeds']} | {r['rounds_done']} | "
+            f"{r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f} | {r['best_acc_mean']:.4f} ± {r['best_acc_std']:.4f} | "
+            f"{r['mean_gap']:.4g} | {delta} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""Write every figure and the summary tables for a root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fedspec.atomic import write_text
+from fedspec.errors import FedspecError
+from fedspec.plots.data import load_results, summarize, summary_markdown
+from fedspec.plots.figures import FIGURES, label_distribution, style
+
+
+class NoResults(FedspecError):
+    """Nothing to plot yet."""
+
+
+def _partitions(root: Path, data) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Client label splits of every Dirichlet/IID setting, from the engine's own partition code."""
+    from fedspec.fl.partition import partition
+    from fedspec.fl.splits import train_labels
+
+    out: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    queue = root / "distributed_work" / "work_queue.json"
+    specs = {}
+    try:
+        for item in json.loads(queue.read_text()).get("items", []):
+            specs[item["id"]] = item["spec"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    fed = data[data["method"] != "centralized"].drop_duplicates("setting").sort_values(["partition", "alpha"])
+    for _, row in fed.iterrows():
+        spec = specs.get(row["item"], {})
+        labels = train_labels(str(row["task"]), spec.get("max_train_samples"))
+        if labels is None:
+            continue
+        clients = int(spec.get("clients", row.get("clients_ok", 10) + row.get("clients_failed", 0)))
+        alpha = float(row["alpha"]) if row["partition"] == "dirichlet" else 1.0
+        parts = partition(labels, str(row["partition"]), clients, alpha, int(row["seed"]), int(spec.get("min_client_size", 10)))
+        out[row["setting"]] = (parts, labels)
+    return out
+
+
+def make_plots(root: Path, out: Path, formats: list[str]) -> tuple[list[Path], list[str]]:
+    """Render everything; returns (files written, notes about skipped inputs)."""
+    data, notes = load_results(root)
+    if data.empty:
+        raise NoResults(f"{root / 'paper_results'}: no results yet (run `fedspec worker` first)")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with style():
+        for name, draw in FIGURES.items():
+            for fmt in formats:
+                path = out / f"{name}.{fmt}"
+                draw(data, path)
+                written.append(path)
+        try:
+            parts = _partitions(root, data)
+        except FedspecError as err:
+            parts = {}
+            notes.append(f"label distribution skipped: {err}")
+        if parts:
+            for fmt in formats:
+                path = out / f"label_distribution.{fmt}"
+                label_distribution(parts, path)
+                written.append(path)
+        elif not any("label distribution" in n for n in notes):
+            notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
+    summary = summarize(data)
+    write_text(out / "summary.csv", summary.to_csv(index=False))
+    write_text(out / "summary.md", summary_markdown(summary))
+    written += [out / "summary.csv", out / "summary.md"]
+    return written, notes

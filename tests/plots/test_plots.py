@@ -1,0 +1,106 @@
+"""`fedspec plots` from small CSV fixtures, rendered with Agg."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedspec.plots.data import load_results, summarize
+from fedspec.results import to_csv_text
+from tests.conftest import fedspec_cmd
+
+
+def rows(method: str, alpha: float | None, seed: int, accs: list[float], partition: str = "dirichlet") -> list[dict]:
+    return [
+        {"round": r + 1, "task": "digits", "method": method, "partition": partition, "alpha": alpha, "seed": seed,
+         "test_accuracy": a, "test_loss": 1.0, "train_loss": 1.0, "frobenius_gap": 0.1 / (r + 1), "rank": 4 + r,
+         "tail_energy": 0.01, "uplink_bytes": 1000, "downlink_bytes": 1000, "clients_ok": 5, "clients_failed": 0,
+         "round_seconds": 0.1, "device": "cpu"}
+        for r, a in enumerate(accs)
+    ]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    res = tmp_path / "paper_results"
+    res.mkdir()
+    files = {
+        "fedavg_dirichlet_alpha0.5_seed1": rows("fedavg", 0.5, 1, [0.5, 0.6, 0.70]),
+        "fedavg_dirichlet_alpha0.5_seed2": rows("fedavg", 0.5, 2, [0.5, 0.6, 0.80]),
+        "fedspec_dirichlet_alpha0.5_seed1": rows("fedspec", 0.5, 1, [0.5, 0.7, 0.80]),
+        "fedspec_dirichlet_alpha0.5_seed2": rows("fedspec", 0.5, 2, [0.5, 0.9, 0.90]),
+        "centralized_seed1": rows("centralized", None, 1, [0.9, 0.95, 0.97], partition="pooled"),
+    }
+    for name, rs in files.items():
+        (res / f"{name}.csv").write_text(to_csv_text(rs))
+    (res / "fedspec_dirichlet_alpha0.5_seed1 (Mac's conflicted copy 2026-01-02).csv").write_text(to_csv_text(rows("fedspec", 0.5, 1, [0.0])))
+    ck = tmp_path / "checkpoints_distributed" / "fedspec_dirichlet_alpha0.1_seed1"
+    ck.mkdir(parents=True)
+    (ck / "checkpoint.json").write_text(json.dumps({"format": 1, "round": 2, "rows": rows("fedspec", 0.1, 1, [0.3, 0.4])}))
+    queue = {"format": 1, "items": [{"id": k, "spec": {"task": "digits", "clients": 5, "min_client_size": 10}} for k in files]}
+    (tmp_path / "distributed_work").mkdir()
+    (tmp_path / "distributed_work" / "work_queue.json").write_text(json.dumps(queue))
+    return tmp_path
+
+
+def test_results_merge_marks_partial_items_and_ignores_sync_copies(root: Path) -> None:
+    data, skipped = load_results(root)
+    assert set(data["item"]) == {"fedavg_dirichlet_alpha0.5_seed1", "fedavg_dirichlet_alpha0.5_seed2",
+                                 "fedspec_dirichlet_alpha0.5_seed1", "fedspec_dirichlet_alpha0.5_seed2",
+                                 "centralized_seed1", "fedspec_dirichlet_alpha0.1_seed1"}
+    assert data[data["item"] == "fedspec_dirichlet_alpha0.1_seed1"]["partial"].all()
+    assert any("conflicted copy" in s for s in skipped)
+
+
+def test_summary_values_mean_std_and_difference(root: Path) -> None:
+    data, _ = load_results(root)
+    s = summarize(data).set_index(["method", "alpha"])
+    avg, spec = s.loc[("fedavg", 0.5)], s.loc[("fedspec", 0.5)]
+    assert avg["final_acc_mean"] == pytest.approx(0.75) and avg["final_acc_std"] == pytest.approx(0.0707107, rel=1e-4)
+    assert spec["best_acc_mean"] == pytest.approx(0.85) and spec["seeds"] == 2 and spec["rounds_done"] == 3
+    assert spec["fedspec_minus_fedavg_points"] == pytest.approx(10.0)
+    assert s.loc[("fedspec", 0.1)]["partial"]
+
+
+def test_plots_command_writes_every_figure_and_table(root: Path) -> None:
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--format", "png,pdf"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = root / "plots"
+    for name in ("accuracy_vs_round", "gap_vs_round", "rank_vs_round", "final_accuracy_vs_alpha",
+                 "communication_vs_accuracy", "label_distribution"):
+        for ext in ("png", "pdf"):
+            f = out / f"{name}.{ext}"
+            assert f.exists() and f.stat().st_size > 5000, f
+            assert str(f) in res.stdout
+    md = (out / "summary.md").read_text()
+    assert "+10.00" in md and "(partial)" in md
+    assert pd.read_csv(out / "summary.csv").shape[0] == 4
+
+
+def test_plots_import_no_torch(root: Path) -> None:
+    code = ("import sys; from fedspec.plots.make import make_plots; from pathlib import Path; "
+            f"make_plots(Path({str(root)!r}), Path({str(root / 'p')!r}), ['png']); print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def test_no_results_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(tmp_path)), capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "no results yet" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_format_is_refused(tmp_path: Path) -> None:
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(tmp_path), "--format", "gif"), capture_output=True, text=True)
+    assert res.returncode != 0 and "--format: gif not allowed" in res.stderr
+
+
+def test_status_imports_no_torch(tmp_path: Path) -> None:
+    code = ("import sys; from fedspec.cli.main import main; "
+            f"main(['status', '--root', {str(tmp_path)!r}]); print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip().endswith("False"), res.stdout + res.stderr
