@@ -35,6 +35,7 @@ def worker(
     max_items: Optional[int] = typer.Option(None, help="Stop after running this many items."),
     wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones); exit once every item is done or failed."),
     poll: float = typer.Option(10.0, help="Seconds between polls with --wait."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
 ) -> None:
     """Claim items from ROOT/distributed_work/work_queue.json and train them with a checkpoint every round.
@@ -62,6 +63,10 @@ def worker(
     from fedspec.fl.loop import run_experiment
 
     dev = resolve_device(device)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
     def job(item: QueueItem, guard, progress) -> None:
         spec = ExperimentSpec(**item.spec)

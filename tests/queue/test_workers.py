@@ -32,39 +32,42 @@ def test_three_workers_finish_a_grid_each_item_exactly_once(tmp_path: Path) -> N
     assert sum(1 for k in range(3) if ": done" in (tmp_path / f"w{k}.log").read_text()) >= 2  # work was shared
 
 
-def _reference(tmp_path: Path, grid: Path, item: str) -> list[dict]:
-    ref = tmp_path / "ref"
-    p = start_worker(ref, "ref", grid=grid)
+ITEM = "fedspec_dirichlet_alpha0.5"
+ROUNDS = 40
+
+
+@pytest.fixture(scope="module")
+def long_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A one-item grid long enough to interrupt, and its uninterrupted reference rows."""
+    folder = tmp_path_factory.mktemp("long")
+    grid = write_grid(folder / "g.toml", rounds=ROUNDS, methods='["fedspec"]')
+    p = start_worker(folder / "ref", "ref", grid=grid)
     assert p.wait(timeout=300) == 0
-    return read_rows(ref / "paper_results" / f"{item}.csv")
+    return grid, read_rows(folder / "ref" / "paper_results" / f"{ITEM}.csv")
 
 
-def test_kill_9_mid_item_peer_reclaims_after_ttl_and_resumes(tmp_path: Path) -> None:
-    item = "fedspec_dirichlet_alpha0.5"
-    grid = write_grid(tmp_path / "g.toml", rounds=30, methods='["fedspec"]')
-    expected = _reference(tmp_path, grid, item)
+def test_kill_9_mid_item_peer_reclaims_after_ttl_and_resumes(tmp_path: Path, long_grid) -> None:
+    item, (grid, expected) = ITEM, long_grid
     root = tmp_path / "root"
     victim = start_worker(root, "a-victim", grid=grid)
     assert wait_for(lambda: checkpoint_round(root, item) >= 3)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = checkpoint_round(root, item)
-    assert killed_at < 30
+    assert killed_at < ROUNDS
     t_kill = time.time()
     peer = start_worker(root, "b-peer", "--wait", log=tmp_path / "peer.log")
     assert peer.wait(timeout=300) == 0
     log = (tmp_path / "peer.log").read_text()
     assert "claimed (generation 2)" in log
     rows = read_rows(root / "paper_results" / f"{item}.csv")
-    assert [int(r["round"]) for r in rows] == list(range(1, 31))  # no round repeated or lost
+    assert [int(r["round"]) for r in rows] == list(range(1, ROUNDS + 1))  # no round repeated or lost
     assert rows == expected  # resumed from the checkpoint: identical to an uninterrupted run
     assert time.time() - t_kill >= 2  # it did wait for the lease TTL
 
 
-def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path) -> None:
-    item = "fedspec_dirichlet_alpha0.5"
-    grid = write_grid(tmp_path / "g.toml", rounds=40, methods='["fedspec"]')
-    expected = _reference(tmp_path, grid, item)
+def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path, long_grid) -> None:
+    item, (grid, expected) = ITEM, long_grid
     root = tmp_path / "root"
     sleeper = start_worker(root, "a-sleeper", grid=grid, log=tmp_path / "sleeper.log")
     assert wait_for(lambda: checkpoint_round(root, item) >= 3)
@@ -80,9 +83,8 @@ def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path) -> No
     assert rows == expected and [int(r["round"]) for r in rows] == list(range(1, 41))
 
 
-def test_sigterm_releases_the_item_for_a_peer_without_waiting(tmp_path: Path) -> None:
-    item = "fedspec_dirichlet_alpha0.5"
-    grid = write_grid(tmp_path / "g.toml", rounds=40, methods='["fedspec"]')
+def test_sigterm_releases_the_item_for_a_peer_without_waiting(tmp_path: Path, long_grid) -> None:
+    item, (grid, _) = ITEM, long_grid
     root = tmp_path / "root"
     first = start_worker(root, "a-first", "--lease-ttl", "600", "--heartbeat", "1", grid=grid)
     assert wait_for(lambda: checkpoint_round(root, item) >= 2)

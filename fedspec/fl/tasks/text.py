@@ -19,6 +19,7 @@ elsewhere, e.g. at a pre-downloaded copy or a test fixture.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def _seq_cls_model(source: str, num_labels: int, max_rank: int, lora_alpha: floa
 
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
     # The classifier head is initialised from a fixed seed: every item starts
     # from the same model, whatever its own seed.
     with torch.random.fork_rng(devices=[]):
