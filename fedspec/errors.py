@@ -25,6 +25,10 @@ class CheckpointError(FedspecError):
     """A checkpoint is torn, foreign, or belongs to a different item spec."""
 
 
+class NotSyncedYet(CheckpointError):
+    """A file is an iCloud placeholder or has not arrived yet: try again later, not a failure."""
+
+
 class QueueError(FedspecError):
     """The work queue file is unreadable or inconsistent."""
 

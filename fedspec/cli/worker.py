@@ -68,9 +68,9 @@ def worker(
 
         torch.set_num_threads(threads)
 
-    def job(item: QueueItem, guard, progress) -> None:
+    def job(item: QueueItem, guard, progress) -> str:
         spec = ExperimentSpec(**item.spec)
-        run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress)
+        return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress).status
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")

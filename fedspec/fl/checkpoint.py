@@ -23,7 +23,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from fedspec.atomic import write_bytes, write_json
-from fedspec.errors import CheckpointError
+from fedspec.errors import CheckpointError, NotSyncedYet
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if (folder / f".{META_NAME}.icloud").exists():
+            raise NotSyncedYet(f"{path}: iCloud placeholder, not downloaded yet") from None
         return None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
@@ -115,7 +117,7 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | 
     try:
         blob = (folder / state_name).read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{folder / state_name}: tensor file of round {meta['round']} is missing (not synced yet?)") from None
+        raise NotSyncedYet(f"{folder / state_name}: tensor file of round {meta['round']} has not arrived yet") from None
     if hashlib.sha256(blob).hexdigest() != meta.get("state_sha256"):
         raise CheckpointError(f"{folder / state_name}: truncated or altered (SHA-256 differs from {META_NAME})")
     try:

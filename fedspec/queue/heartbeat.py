@@ -92,6 +92,7 @@ class LeaseObserver:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.clock = ttl, clock
         self._seen: dict[str, tuple[Any, float]] = {}
+        self._since: dict[str, float] = {}
 
     def observe(self, beats: dict[str, dict[str, Any]]) -> None:
         now = self.clock()
@@ -110,3 +111,11 @@ class LeaseObserver:
 
     def is_stale(self, worker: str) -> bool:
         return self.silent_for(worker) >= self.ttl
+
+    def held_for(self, key: str, condition: bool) -> float:
+        """Seconds ``condition`` has been true at every call for ``key`` (0 on the first call or when false)."""
+        now = self.clock()
+        if not condition:
+            self._since.pop(key, None)
+            return 0.0
+        return now - self._since.setdefault(key, now)

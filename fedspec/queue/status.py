@@ -83,6 +83,7 @@ def classify(
     worker: str | None = None,
     now: float | None = None,
     with_progress: bool = True,
+    grace: float = 0.0,
 ) -> StatusReport:
     """Derive the state of every item.
 
@@ -95,6 +96,11 @@ def classify(
     worker
         The asking worker: its own leftover claims (from before a crash or a
         restart under the same name) count as stale at once.
+    grace
+        A holder whose heartbeat says it has moved on (another item, or
+        stopped) without a record for this item counts as stale only after
+        that has been seen for ``grace`` seconds: on a sync folder the
+        heartbeat may arrive before the result that explains it.
     """
     now = time.time() if now is None else now
     beats = read_heartbeats(paths)
@@ -123,10 +129,14 @@ def classify(
         elif claims.holder is not None and claims.ended is None:
             beat = beats.get(claims.holder, {})
             st.heartbeat_age = ages.get(claims.holder)
-            if beat.get("item") not in (None, item.id) or beat.get("state") == "stopped":
-                st.stale = True  # the holder has moved on without a record: it was killed mid-claim
-            elif observer is not None:
-                st.stale = claims.holder == worker or observer.is_stale(claims.holder)
+            moved_on = beat.get("item") not in (None, item.id) or beat.get("state") == "stopped"
+            if observer is not None:
+                # Moved on without a record: killed between claim and start, or its result is still in flight.
+                waited = observer.held_for(f"moved-on:{item.id}:{claims.generation}", moved_on)
+                st.stale = (claims.holder == worker or observer.is_stale(claims.holder)
+                            or (moved_on and waited >= grace))
+            elif moved_on:
+                st.stale = True
             else:
                 ttl = float(beat.get("lease_ttl", 300))
                 st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import FedspecError, LeaseLost
+from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -67,6 +67,8 @@ class Worker:
         self.stop_signal: int | None = None
         self.items_run = 0
         self._warned: set[str] = set()
+        self._queue_errors = 0
+        self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -111,10 +113,21 @@ class Worker:
                 return self._exit_code()
             if self.settings.max_items is not None and self.items_run >= self.settings.max_items:
                 return 0
-            for line in merge_conflicted_copies(self.paths):
-                self._warn(line)
-            items = load_queue(self.paths)
-            report = classify(self.paths, items, self.observer, self.name, with_progress=False)
+            try:
+                for line in merge_conflicted_copies(self.paths):
+                    self._warn(line)
+                items = load_queue(self.paths)
+            except QueueError as err:
+                # A sync client may be rewriting or evicting the queue: wait for it, up to a limit.
+                self._queue_errors += 1
+                if self._queue_errors > 30:
+                    raise
+                self._warn(f"{err} (retrying)")
+                self._sleep(min(self.settings.poll, 2.0))
+                continue
+            self._queue_errors = 0
+            report = classify(self.paths, items, self.observer, self.name, with_progress=False,
+                              grace=max(self.settings.settle, 2 * self.settings.heartbeat))
             for line in report.warnings:
                 if "stale" not in line:
                     self._warn(line)
@@ -135,7 +148,7 @@ class Worker:
         by_id = {i.id: i for i in items}
         for st in report.items:
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
-            if not claimable:
+            if not claimable or self._not_synced.get(st.id, 0.0) > time.monotonic():
                 continue
             if st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
@@ -168,10 +181,15 @@ class Worker:
 
         outcome, error = "done", None
         try:
-            self.job(item, lease.check, progress)
+            if self.job(item, lease.check, progress) == "duplicate":
+                outcome = "duplicate"  # a peer's result was there first; ours was discarded
         except LeaseLost as err:
             outcome, error = "lease-lost", str(err)
             log.warning("%s", err)
+        except NotSyncedYet as err:
+            lease.release()  # not the item's fault: hand it back and look again later
+            outcome, error = "waiting-for-sync", str(err)
+            self._not_synced[item.id] = time.monotonic() + max(self.settings.poll, 2.0)
         except (StopRequested, KeyboardInterrupt):
             lease.release()
             outcome = "released"
