@@ -83,13 +83,14 @@ def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path, long_
     assert rows == expected and [int(r["round"]) for r in rows] == list(range(1, 41))
 
 
-def test_sigterm_releases_the_item_for_a_peer_without_waiting(tmp_path: Path, long_grid) -> None:
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_signal_releases_the_item_for_a_peer_without_waiting(tmp_path: Path, long_grid, sig, code) -> None:
     item, (grid, _) = ITEM, long_grid
     root = tmp_path / "root"
     first = start_worker(root, "a-first", "--lease-ttl", "600", "--heartbeat", "1", grid=grid)
     assert wait_for(lambda: checkpoint_round(root, item) >= 2)
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=60) == 143
+    first.send_signal(sig)
+    assert first.wait(timeout=60) == code
     report = status_json(root)
     (st,) = report["items"]
     assert st["state"] == "pending" and st["attempts"] == 0

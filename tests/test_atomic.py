@@ -1,0 +1,58 @@
+"""Atomic writes: temp name in the same folder, rename; Windows sharing violations retried."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fedspec import atomic
+
+
+def test_write_replaces_whole_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    atomic.write_json(target, {"b": 1, "a": [1, 2]})
+    assert target.read_text() == '{\n "a": [\n  1,\n  2\n ],\n "b": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_temporary_name_is_hidden_and_not_dot_tmp(tmp_path: Path, monkeypatch) -> None:
+    seen: list[str] = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append(Path(src).name)
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", spy)
+    atomic.write_text(tmp_path / "y.csv", "1")
+    assert seen[0].startswith(".y.csv.") and not seen[0].endswith(".tmp")  # iCloud never syncs *.tmp
+
+
+def test_sharing_violation_on_rename_is_retried(tmp_path: Path, monkeypatch) -> None:
+    real = os.replace
+    calls = {"n": 0}
+
+    def busy_twice(src, dst):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", busy_twice)
+    monkeypatch.setattr(atomic.time, "sleep", lambda s: None)
+    atomic.write_text(tmp_path / "z.txt", "ok")
+    assert (tmp_path / "z.txt").read_text() == "ok" and calls["n"] == 3
+
+
+def test_rename_that_never_succeeds_raises_and_cleans_up(tmp_path: Path, monkeypatch) -> None:
+    def always_busy(src, dst):
+        raise PermissionError(13, "busy")
+
+    monkeypatch.setattr(atomic.os, "replace", always_busy)
+    monkeypatch.setattr(atomic.time, "sleep", lambda s: None)
+    with pytest.raises(PermissionError):
+        atomic.write_text(tmp_path / "z.txt", "ok")
+    assert list(tmp_path.iterdir()) == []
