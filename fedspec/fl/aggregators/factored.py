@@ -37,7 +37,7 @@ def stack_factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], coeffs:
     return left, right
 
 
-def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None = None) -> ThinSVD:
+def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None = None, keep: int | None = None) -> ThinSVD:
     """Thin SVD of ``left @ right`` from the factors (dense only when that is cheaper).
 
     Parameters
@@ -46,6 +46,9 @@ def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None =
         d_out × K and K × d_in.
     dense
         Force (True) or forbid (False) the dense path; None chooses by shape.
+    keep
+        Form only the first ``keep`` singular vectors (all singular values are
+        always returned): the d-sized products are the costly part.
     """
     d_out, k = left.shape
     d_in = right.shape[1]
@@ -57,7 +60,8 @@ def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None =
     q_l, t_l = torch.linalg.qr(left.to(DTYPE))  # d_out × K, K × K
     q_r, t_r = torch.linalg.qr(right.to(DTYPE).T)  # d_in × K, K × K
     u_c, s, vh_c = torch.linalg.svd(t_l @ t_r.T)
-    return ThinSVD(q_l @ u_c, s, vh_c @ q_r.T)
+    k = s.numel() if keep is None else min(keep, s.numel())
+    return ThinSVD(q_l @ u_c[:, :k], s, vh_c[:k] @ q_r.T)
 
 
 def frobenius_of_product(left: torch.Tensor, right: torch.Tensor) -> float:

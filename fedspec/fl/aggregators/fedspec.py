@@ -24,12 +24,12 @@ from fedspec.fl.lora import LoraPair, State
 DEAD_COMPONENT_RTOL = 1e-10
 
 
-def spectra(states: list[State], weights: list[float], pairs: list[LoraPair], rank: int) -> list[ThinSVD]:
-    """The SVD of Σ wᵢBᵢAᵢ for every layer (weights normalized)."""
+def spectra(states: list[State], weights: list[float], pairs: list[LoraPair], rank: int, keep: int | None = None) -> list[ThinSVD]:
+    """The SVD of Σ wᵢBᵢAᵢ for every layer (weights normalized), singular vectors up to ``keep``."""
     out = []
     for pair in pairs:
         bs, as_ = zip(*(active(s, pair, rank) for s in states))
-        out.append(svd_of_product(*stack_factors(list(bs), list(as_), weights)))
+        out.append(svd_of_product(*stack_factors(list(bs), list(as_), weights), keep=keep))
     return out
 
 
@@ -78,7 +78,7 @@ def fedspec(
     """
     w = normalize(weights)
     new = weighted_average(states, w, non_lora_names(states[0], pairs))
-    svds = spectra(states, w, pairs, rank)
+    svds = spectra(states, w, pairs, rank, keep=min(rank + step, max_rank))
     new_rank, tail_before = choose_rank(svds, rank, max_rank, step, threshold)
     gap_sq = tail_sq = total_sq = 0.0
     for pair, svd in zip(pairs, svds):
