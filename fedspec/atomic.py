@@ -68,6 +68,11 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented, key-sorted JSON (stable bytes for equal objects)."""
-    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    """Atomically write ``obj`` as key-sorted JSON (stable bytes for equal objects).
+
+    ``compact`` drops the indentation: Python's C encoder only handles that
+    case, which matters for large files written every round.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":")) if compact else json.dumps(obj, indent=1, sort_keys=True)
+    write_text(path, text + "\n")

@@ -65,7 +65,7 @@ def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint
         "device": ckpt.device,
         "rows": ckpt.rows,
     }
-    write_json(folder / META_NAME, meta)
+    write_json(folder / META_NAME, meta, compact=True)
     for old in folder.glob("state_r*.safetensors"):
         if old.name != name:
             try:
