@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import traceback
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +28,18 @@ from fedspec.queue.workqueue import QueueItem, load_queue, merge_conflicted_copi
 log = logging.getLogger(__name__)
 
 Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None]], Any]
+
+
+def claim_order(statuses: list, name: str) -> list:
+    """Items in queue order, rotated by a stable per-worker offset.
+
+    Workers that scan at the same moment then go for different items instead
+    of all colliding on the first pending one.
+    """
+    if not statuses:
+        return statuses
+    offset = zlib.crc32(name.encode()) % len(statuses)
+    return statuses[offset:] + statuses[:offset]
 
 
 class StopRequested(Exception):
@@ -146,7 +159,7 @@ class Worker:
 
     def _claim_and_run(self, items: list[QueueItem], report: StatusReport) -> bool:
         by_id = {i.id: i for i in items}
-        for st in report.items:
+        for st in claim_order(report.items, self.name):
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
             if not claimable or self._not_synced.get(st.id, 0.0) > time.monotonic():
                 continue

@@ -1,0 +1,145 @@
+"""Targets 6 and 7: claim latency under contention, status speed, and two workers against one.
+
+claims:  8 processes claim items from one queue on a local folder until none is
+         left; each claim's latency is the time from starting to look for an
+         item to holding its lease.  Every item must be held by exactly one
+         process (zero double claims).
+status:  ``fedspec status --json`` on a root of 500 items (a subprocess, imports included).
+scaling: ``fedspec worker`` on experiments/quick.toml, one worker against two on
+         the same machine (each of the two with --threads 1, the one with the default).
+
+    python bench/queue.py [--items 400] [--procs 8] [--skip-scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench._util import table  # noqa: E402
+from fedspec.queue.claims import try_claim  # noqa: E402
+from fedspec.queue.heartbeat import LeaseObserver  # noqa: E402
+from fedspec.queue.status import classify  # noqa: E402
+from fedspec.queue.store import RootPaths  # noqa: E402
+from fedspec.queue.worker import claim_order  # noqa: E402
+from fedspec.queue.workqueue import QueueItem, add_items, load_queue  # noqa: E402
+
+
+def child(root: Path, name: str, out: Path) -> None:
+    paths = RootPaths(root)
+    items = load_queue(paths)
+    observer = LeaseObserver(ttl=3600)
+    won, lat = [], []
+    while True:
+        t0 = time.perf_counter()
+        report = classify(paths, items, observer, name, with_progress=False)
+        pending = [s for s in report.items if s.state == "pending"]
+        if not pending:
+            break
+        for st in claim_order(pending, name):  # as the worker does
+            lease = try_claim(paths, st.id, st.generation, name, settle_s=0.0)
+            if lease is not None:
+                lat.append(time.perf_counter() - t0)
+                won.append(st.id)
+                paths.result_csv(st.id).write_text("round\n1\n")  # mark done, as a finished item would
+                break
+    out.write_text(json.dumps({"won": won, "latency": lat}))
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def bench_claims(n_items: int, procs: int) -> tuple[list[tuple], bool]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        paths = RootPaths(root)
+        add_items(paths, [QueueItem(f"item{i:04d}", {"rounds": 1}) for i in range(n_items)])
+        outs = [root / f"out{k}.json" for k in range(procs)]
+        children = [subprocess.Popen([sys.executable, __file__, "--child", str(root), f"w{k}", str(outs[k])]) for k in range(procs)]
+        for c in children:
+            c.wait()
+        results = [json.loads(o.read_text()) for o in outs]
+        wins = [i for r in results for i in r["won"]]
+        lat = [x for r in results for x in r["latency"]]
+        doubles = len(wins) - len(set(wins))
+        holders = {i: [s for s in (root / "distributed_work" / "claims" / i).iterdir()] for i in set(wins)}
+        p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+        ok = p50 <= 0.05 and p99 <= 0.5 and doubles == 0 and len(set(wins)) == n_items
+        rows = [
+            (f"claim latency p50 ({procs} procs, {n_items} items)", f"{1e3 * p50:.1f} ms", "<= 50 ms", "met" if p50 <= 0.05 else "MISSED"),
+            ("claim latency p99", f"{1e3 * p99:.1f} ms", "<= 500 ms", "met" if p99 <= 0.5 else "MISSED"),
+            ("items claimed / double claims", f"{len(set(wins))} / {doubles}", f"{n_items} / 0",
+             "met" if doubles == 0 and len(set(wins)) == n_items else "MISSED"),
+            ("claim files per item (max)", str(max(len(v) for v in holders.values())), "-", ""),
+        ]
+        return rows, ok
+
+
+def bench_status(n_items: int = 500) -> tuple[list[tuple], bool]:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = RootPaths(Path(tmp))
+        add_items(paths, [QueueItem(f"item{i:04d}", {"task": "digits", "rounds": 20}) for i in range(n_items)])
+        for i in range(0, n_items, 2):  # half of them with a 10-round checkpoint
+            d = paths.checkpoints / f"item{i:04d}"
+            d.mkdir(parents=True)
+            rows = [{"round": r, "test_accuracy": 0.5, "round_seconds": 0.1} for r in range(1, 11)]
+            (d / "checkpoint.json").write_text(json.dumps({"format": 1, "round": 10, "rows": rows}))
+        cmd = [sys.executable, "-m", "fedspec.cli.main", "status", "--root", tmp, "--json"]
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        return [(f"fedspec status --json, {n_items} items (best of 3)", f"{best:.2f} s", "< 1 s", "met" if best < 1 else "MISSED")], best < 1
+
+
+def bench_scaling() -> tuple[list[tuple], bool]:
+    grid = REPO / "experiments" / "quick.toml"
+    fedspec = [sys.executable, "-m", "fedspec.cli.main"]
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, workers in (("one", [["--name", "solo"]]), ("two", [["--name", "w1", "--threads", "1"], ["--name", "w2", "--threads", "1"]])):
+            root = str(Path(tmp) / label)
+            subprocess.run([*fedspec, "worker", "--root", root, "--grid", str(grid), "--max-items", "0"], check=True, capture_output=True)
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for w in workers]
+            assert all(p.wait() == 0 for p in procs)
+            walls[label] = time.perf_counter() - t0
+    ratio = walls["two"] / walls["one"]
+    return [("quick.toml: two workers / one worker", f"{walls['two']:.1f} s / {walls['one']:.1f} s = {ratio:.2f}",
+             "<= 0.60", "met" if ratio <= 0.6 else "MISSED")], ratio <= 0.6
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+        return 0
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=400)
+    parser.add_argument("--procs", type=int, default=8)
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+    rows, ok = bench_claims(args.items, args.procs)
+    r2, ok2 = bench_status()
+    rows += r2
+    ok &= ok2
+    if not args.skip_scaling:
+        r3, ok3 = bench_scaling()
+        rows += r3
+        ok &= ok3
+    print(table(rows, ("figure", "measured", "target", "")))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
