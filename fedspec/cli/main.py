@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except OSError as err:  # the machine's problem, not a bug: full disk, read-only or vanished folder
+        where = f"{err.filename}: " if err.filename else ""
+        hint = {28: " (disk full)", 30: " (read-only file system)", 13: " (permission denied)"}.get(err.errno or 0, "")
+        console.print(f"[red]error:[/red] {where}{err.strerror or err}{hint}", highlight=False, soft_wrap=True)
+        return 1
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
     return 0

@@ -70,7 +70,8 @@ def worker(
 
     def job(item: QueueItem, guard, progress) -> str:
         spec = ExperimentSpec(**item.spec)
-        return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress).status
+        return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress,
+                              writer=worker_name).status
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")

@@ -41,6 +41,7 @@ class Checkpoint:
     batch_size: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
+    writer: str | None = None  # the worker that committed it (informational)
 
 
 def _state_name(round_: int) -> str:
@@ -63,6 +64,7 @@ def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint
         "aggregator": ckpt.aggregator,
         "batch_size": ckpt.batch_size,
         "device": ckpt.device,
+        "writer": ckpt.writer,
         "rows": ckpt.rows,
     }
     write_json(folder / META_NAME, meta, compact=True)

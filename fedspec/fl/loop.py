@@ -78,6 +78,7 @@ def run_experiment(
     on_round: RoundCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
     task: TaskData | None = None,
+    writer: str | None = None,
 ) -> RunOutcome:
     """Run (or resume) one item to completion.
 
@@ -95,6 +96,8 @@ def run_experiment(
         Called once with (rounds already done, rounds in total).
     task
         A loaded task to reuse (tests, benchmarks); loaded from the spec if None.
+    writer
+        Name recorded in each checkpoint (the worker), for audits.
     """
     root = Path(root)
     csv_path = results_path(root, item_id)
@@ -185,7 +188,7 @@ def run_experiment(
         guard("checkpoint")
         save_checkpoint(ckpt_folder, item_id, spec_hash,
                         Checkpoint(round=rnd, state=state, aggregator=aggregator.state_dict(), batch_size=batch_size,
-                                   rows=rows, device=dev.type))
+                                   rows=rows, device=dev.type, writer=writer))
         if on_round is not None:
             on_round(rows[-1])
     guard("result")

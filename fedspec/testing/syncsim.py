@@ -144,12 +144,13 @@ class SyncSim:
         # Concurrent change: keep the local file, add the incoming one beside it.
         known[ev.path] = Version(mine.digest, mine.seq, mine.lineage | ev.lineage)
         if ev.content is not None and _digest(ev.content) != on_disk:
-            copy = self._conflict_name(path, ev.origin)
+            copy = self._conflict_name(path, ev.origin, ev.target)
             _write(copy, ev.content)
             self.stats["conflicts"] += 1
 
-    def _conflict_name(self, path: Path, origin: int) -> Path:
-        if self.naming == "icloud":
+    def _conflict_name(self, path: Path, origin: int, target: int) -> Path:
+        icloud = self.naming == "icloud" or (self.naming == "mixed" and target % 2 == 1)
+        if icloud:
             for n in itertools.count(2):
                 candidate = path.with_name(f"{path.stem} {n}{path.suffix}")
                 if not candidate.exists():
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-delay", type=float, default=2.0)
     parser.add_argument("--tick", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--naming", choices=["dropbox", "icloud"], default="dropbox")
+    parser.add_argument("--naming", choices=["dropbox", "icloud", "mixed"], default="dropbox")
     parser.add_argument("--placeholder-rate", type=float, default=0.0, help="chance per tick to evict a file")
     parser.add_argument("--stats", type=Path, help="write the counters here as JSON when stopped")
     args = parser.parse_args(argv)

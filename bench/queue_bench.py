@@ -8,7 +8,7 @@ status:  ``fedspec status --json`` on a root of 500 items (a subprocess, imports
 scaling: ``fedspec worker`` on experiments/quick.toml, one worker against two on
          the same machine (each of the two with --threads 1, the one with the default).
 
-    python bench/queue.py [--items 400] [--procs 8] [--skip-scaling]
+    python bench/queue_bench.py [--items 400] [--procs 8] [--skip-scaling]
 """
 
 from __future__ import annotations
