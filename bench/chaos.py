@@ -66,6 +66,14 @@ class Report:
         self.figures.append(Figure(name, str(measured), target, ok))
 
 
+def wait_until(predicate, what: str, timeout: float = 300.0, step: float = 0.02) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        if time.time() > end:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
 def write_grid(path: Path, *, methods: list[str], alphas: list[float], seeds: list[int], rounds: int, clients: int = 5,
                centralized: bool = False) -> Path:
     path.write_text(
@@ -204,15 +212,14 @@ def scenario_chaos(tmp: Path, seed: int, quick: bool, report: Report) -> None:
             delays.append(min(times) - t_kill)
         elif done_csv.exists() and done_csv.stat().st_mtime < t_kill:
             continue  # it had finished just before the kill
-    bound = ttl + hb + settle + poll + 8.0  # + a restarted worker's start-up (imports, task load)
     worst = max(delays) if delays else 0.0
-    report.add("chaos: time from kill to resume (worst)", f"{worst:.1f} s over {len(delays)} kills",
-               f"<= TTL+heartbeat+settle+poll+start-up = {bound:.1f} s", worst <= bound)
+    # With every worker busy, an item waits for a free worker (or the victim's restart): context, not a target.
+    report.add("chaos: time from kill to resume, all workers busy (worst)", f"{worst:.1f} s over {len(delays)} kills", "-", None)
 
 
 # --------------------------------------------------------------------------- scenario 2: sleepers
 def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None:
-    rounds = 40
+    rounds = 150
     grid = write_grid(tmp / "sleep.toml", methods=["fedspec"], alphas=[0.5], seeds=[seed], rounds=rounds, clients=10)
     ref = reference(tmp, grid)
     root = tmp / "sleepers"
@@ -240,24 +247,24 @@ def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     sleeper = worker(root, "a-sleeper", args, tmp / "sleeper.log")
-    while not commits or commits[-1][2] < 3:
-        time.sleep(0.02)
+    wait_until(lambda: commits and commits[-1][2] >= 3, "the sleeper's third round")
+    peer = worker(root, "b-peer", [*args, "--wait"], tmp / "peer.log")  # idle: the only item is held
+    time.sleep(8)  # let the peer start and watch the holder's heartbeat
     os.killpg(sleeper.pid, signal.SIGSTOP)
     t_stop = time.time()
-    peer = worker(root, "b-peer", [*args, "--wait"], tmp / "peer.log")
     claims = root / "distributed_work" / "claims" / item
-    while not list(claims.glob("g00002.*.claim.json")):
-        time.sleep(0.05)
+    wait_until(lambda: list(claims.glob("g00002.*.claim.json")), "the peer's reclaim")
     t_reclaim = time.time()
-    while not commits or commits[-1][1] != "b-peer" or commits[-1][2] < commits[0][2] + 5:
-        time.sleep(0.05)
+    wait_until(lambda: commits and commits[-1][1] == "b-peer" and commits[-1][2] >= commits[0][2] + 5, "the peer's progress")
     os.killpg(sleeper.pid, signal.SIGCONT)
     sleeper.wait(timeout=120)
     peer.wait(timeout=300)
     stop.set()
     watcher.join()
     late = [c for c in commits if c[1] == "a-sleeper" and c[0] > t_reclaim]
-    report.add("sleepers: reclaimed after SIGSTOP", f"after {t_reclaim - t_stop:.1f} s (TTL {ttl:.0f} s)", "-", None)
+    bound = ttl + 0.4 + 0 + 0.3 + 0.5  # TTL + heartbeat + settle + poll + one claim
+    report.add("sleepers: SIGSTOP to reclaim by an idle peer", f"{t_reclaim - t_stop:.1f} s",
+               f"<= TTL+heartbeat+settle+poll = {bound:.1f} s", t_reclaim - t_stop <= bound)
     report.add("sleepers: commits accepted from the fenced-off sleeper", len(late), "0", not late)
     fenced = "lease-lost" in (tmp / "sleeper.log").read_text()
     report.add("sleepers: sleeper saw the new holder and stopped", "yes" if fenced else "no", "yes", fenced)
@@ -280,8 +287,7 @@ def scenario_sync(tmp: Path, seed: int, quick: bool, report: Report) -> None:
                                "--naming", "mixed", "--placeholder-rate", "0.01", "--stats", str(stats_file),
                                *map(str, replicas)], env=ENV, stdout=subprocess.DEVNULL)
     for r in replicas[1:]:
-        while not (r / "distributed_work" / "work_queue.json").exists():
-            time.sleep(0.1)
+        wait_until(lambda: (r / "distributed_work" / "work_queue.json").exists(), "the queue to reach every replica", 60)
     faketime = shutil.which("faketime")
     skews = ["+5m", "-5m", "+0m"]
     args = ["--wait", "--settle", str(max_delay + 2), "--lease-ttl", str(6 * max_delay + 10), "--heartbeat", "1", "--poll", "1"]
@@ -464,12 +470,49 @@ def scenario_security(tmp: Path, seed: int, quick: bool, report: Report) -> None
     report.add("security: files written outside the root", "yes" if escaped else "none", "none", not escaped)
 
 
-SCENARIOS = {"chaos": scenario_chaos, "sleepers": scenario_sleepers, "sync": scenario_sync,
+def scenario_takeover(tmp: Path, seed: int, quick: bool, report: Report) -> None:
+    """kill -9 of a holder while a peer idles: time until the peer resumes, rounds lost."""
+    grid = write_grid(tmp / "take.toml", methods=["fedspec"], alphas=[0.5], seeds=[seed], rounds=150, clients=10)
+    root = tmp / "takeover"
+    create_queue(root, grid)
+    (item,) = [i["id"] for i in status(root)["items"]]
+    ttl, hb, settle, poll = 2.0, 0.4, 0.0, 0.3
+    args = ["--lease-ttl", str(ttl), "--heartbeat", str(hb), "--settle", str(settle), "--poll", str(poll)]
+    meta = root / "checkpoints_distributed" / item / "checkpoint.json"
+
+    def ckpt_round() -> int:
+        try:
+            return int(json.loads(meta.read_text())["round"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    holder = worker(root, "a-holder", args, tmp / "holder.log")
+    wait_until(lambda: ckpt_round() >= 3, "the holder's third round")
+    peer = worker(root, "b-peer", [*args, "--wait"], tmp / "peer.log")
+    time.sleep(8)
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+    t_kill, at_kill = time.time(), ckpt_round()
+    claims = root / "distributed_work" / "claims" / item
+    wait_until(lambda: list(claims.glob("g00002.*.claim.json")), "the peer's reclaim")
+    t_resume = time.time()
+    peer.wait(timeout=300)
+    counts = committed_rounds([tmp / "holder.log", tmp / "peer.log"])
+    redone = sum(c - 1 for c in counts.values() if c > 1)
+    bound = ttl + hb + settle + poll + 0.5
+    report.add("takeover: kill -9 to resume by an idle peer", f"{t_resume - t_kill:.1f} s (killed after round {at_kill})",
+               f"<= TTL+heartbeat+settle+poll = {bound:.1f} s", t_resume - t_kill <= bound)
+    report.add("takeover: rounds lost by the kill", f"{redone} committed round(s) redone, 1 in flight", "<= 1", redone == 0)
+
+
+SCENARIOS = {"takeover": scenario_takeover, "chaos": scenario_chaos, "sleepers": scenario_sleepers, "sync": scenario_sync,
              "bad-input": scenario_bad_input, "security": scenario_security}
 
 
 def run(scenarios: list[str], seed: int, quick: bool, keep: Path | None = None) -> Report:
     report = Report()
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="fedspec-chaos-", dir=keep))
     env_cache = tmp / "cache"
     ENV["FEDSPEC_CACHE"] = str(env_cache)
