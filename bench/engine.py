@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--parallel-clients", default="auto", choices=["auto", "on", "off"])
     args = parser.parse_args()
 
     timers = {"train": 0.0, "checkpoint": 0.0}
@@ -61,10 +62,23 @@ def main() -> int:
         finally:
             timers["checkpoint"] += time.perf_counter() - t0
 
+    from fedspec.fl import batched as batched_mod
+
+    real_batched = batched_mod.train_clients_batched
+
+    def timed_batched(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_batched(*a, **k)
+        finally:
+            timers["train"] += time.perf_counter() - t0
+
+    batched_mod.train_clients_batched = timed_batched
     client_mod.train_local = timed_train
     loop_mod.save_checkpoint = timed_save
     spec = make_spec(task=args.task, method=args.method, rounds=args.rounds, clients=args.clients, alpha=0.5,
-                     batch_size=args.batch_size, max_train_samples=args.max_train_samples, min_client_size=5)
+                     batch_size=args.batch_size, max_train_samples=args.max_train_samples, min_client_size=5,
+                     parallel_clients=args.parallel_clients)
     samples: dict[int, tuple[float, int]] = {}
     per_round: list[tuple[float, float, float]] = []
     last = {"train": 0.0, "checkpoint": 0.0, "t": 0.0}
@@ -98,7 +112,7 @@ def main() -> int:
          "met" if abs(growth) <= 0.05 else "MISSED"),
         (f"open files round {args.rounds} vs round 10", f"{rl[1]} vs {r10[1]}", "no growth", "met" if rl[1] <= r10[1] else "MISSED"),
     ]
-    print(f"{args.task} {args.method}, {args.clients} clients, {args.rounds} rounds: wall {wall:.1f} s, "
+    print(f"{args.task} {args.method} (parallel_clients={args.parallel_clients}), {args.clients} clients, {args.rounds} rounds: wall {wall:.1f} s, "
           f"steady round {1e3 * round_t / len(steady):.1f} ms (local training {1e3 * train_t / len(steady):.1f} ms, "
           f"checkpoint {1e3 * ckpt_t / len(steady):.2f} ms)")
     print(table(rows, ("figure", "measured", "target", "")))

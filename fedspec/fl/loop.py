@@ -13,6 +13,7 @@ raises :class:`~fedspec.errors.LeaseLost` once a peer has taken the item over
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from fedspec.fl.aggregators import make_aggregator
 from fedspec.fl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedspec.fl.client import ClientFailed, LocalResult, TrainSettings, derive_seed, evaluate, train_client
 from fedspec.fl.device import default_batch_size, resolve_device
-from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, state_bytes, trainable_names
+from fedspec.fl.lora import get_state, is_finite, lora_pairs, mask_inactive, state_bytes, trainable_names
 from fedspec.fl.partition import partition
 from fedspec.fl.tasks import TaskData, load_task
 from fedspec.results import write_results
@@ -150,7 +151,11 @@ def run_experiment(
         sampled = _sample_clients(spec, rnd)
         results: list[LocalResult] = []
         failures: list[str] = []
+        together = _train_together(model, task, client_indices, sampled, state, settings, spec, rnd, dev)
         for k in sampled:
+            if k in together:
+                results.append(together[k])
+                continue
             try:
                 results.append(
                     train_client(model, task.logits, task.train, client_indices[k], state, settings,
@@ -196,6 +201,23 @@ def run_experiment(
         return RunOutcome(status="duplicate", rows=rows, resumed_from=start, csv_path=csv_path)
     write_results(csv_path, rows)
     return RunOutcome(status="done", rows=rows, resumed_from=start, csv_path=csv_path)
+
+
+def _train_together(model, task: TaskData, client_indices, sampled: list[int], state, settings: TrainSettings,
+                    spec: ExperimentSpec, rnd: int, dev: torch.device) -> dict[int, LocalResult]:
+    """Clients trained in one vmapped pass where that applies; the rest (or all, on any error) go sequential."""
+    from fedspec.fl.batched import batching_applies, train_clients_batched
+
+    if len(sampled) < 2 or not batching_applies(model, task.train, settings, spec.parallel_clients):
+        return {}
+    try:
+        out = train_clients_batched(model, task.logits, task.train, [client_indices[k] for k in sampled], state,
+                                    settings, [derive_seed(spec.seed, rnd, int(k)) for k in sampled], dev)
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: the sequential path has its own handling
+        log.warning("round %d: training clients together failed (%s); training them one by one", rnd, err)
+        return {}
+    # A client whose update is not finite is retried alone, with the sequential path's retries.
+    return {k: r for k, r in zip(sampled, out) if math.isfinite(r.mean_loss) and is_finite(r.state)}
 
 
 def _sample_clients(spec: ExperimentSpec, rnd: int) -> list[int]:

@@ -91,7 +91,7 @@ def test_failing_client_is_retried_then_skipped_and_counted(tmp_path: Path, digi
 
     from fedspec.fl.partition import partition
 
-    spec = make_spec(method="fedavg", client_retries=2, **SMALL)
+    spec = make_spec(method="fedavg", client_retries=2, parallel_clients="off", **SMALL)
     client_indices = partition(digits.train.labels, "dirichlet", 4, 0.5, spec.seed, 5)
     monkeypatch.setattr(client_mod, "train_local", flaky)
     run_experiment(spec, "f", tmp_path, task=digits)
@@ -107,7 +107,7 @@ def test_round_with_no_surviving_client_fails_clearly(tmp_path: Path, digits, mo
 
     monkeypatch.setattr(client_mod, "train_local", broken)
     with pytest.raises(AggregationError, match="round 1: every sampled client failed"):
-        run_experiment(make_spec(**SMALL), "g", tmp_path, task=digits)
+        run_experiment(make_spec(parallel_clients="off", **SMALL), "g", tmp_path, task=digits)
     assert not results_path(tmp_path, "g").exists()
 
 
@@ -122,7 +122,7 @@ def test_out_of_memory_halves_batch_size(tmp_path: Path, digits, monkeypatch) ->
         return real(model, logits, data, indices, start, settings, seed, device)
 
     monkeypatch.setattr(client_mod, "train_local", oom_on_big_batches)
-    spec = make_spec(batch_size=16, **{**SMALL, "rounds": 2})
+    spec = make_spec(batch_size=16, parallel_clients="off", **{**SMALL, "rounds": 2})
     run_experiment(spec, "o", tmp_path, task=digits)
     assert seen[:3] == [16, 8, 4] and set(seen[3:]) == {4}
     assert read_meta(checkpoint_dir(tmp_path, "o"))["batch_size"] == 4
