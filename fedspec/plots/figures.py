@@ -90,9 +90,12 @@ def gap_vs_round(data: pd.DataFrame, path: Path) -> None:
 def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
     spec = data[data["method"] == "fedspec"]
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.2))
-    for color, setting in zip(OKABE_ITO, _settings(spec) if not spec.empty else []):
+    styles = ["-", "--", ":", "-."]
+    for k, (color, setting) in enumerate(zip(OKABE_ITO, _settings(spec) if not spec.empty else [])):
         curve = _mean_curve(spec[spec["setting"] == setting], "rank")
-        ax.step(curve["round"], curve["mean"], where="post", color=color, label=setting)
+        # Equal ranks overlap: dashes and a small offset keep every setting visible.
+        ax.step(curve["round"], curve["mean"] + 0.06 * (k - 1), where="post", color=color, label=setting,
+                linestyle=styles[k % len(styles)])
     ax.set_xlabel("round")
     ax.set_ylabel("FedSpec rank r")
     ax.yaxis.get_major_locator().set_params(integer=True)
