@@ -160,7 +160,7 @@ def scenario_chaos(tmp: Path, seed: int, quick: bool, report: Report) -> None:
     rng = random.Random(seed)
     rounds = 6
     grid = write_grid(tmp / "chaos.toml", methods=["fedavg", "fedspec"], alphas=[0.1, 0.5] if quick else [0.1, 0.3, 0.5, 1.0, 2.0, 5.0],
-                      seeds=[1, 2], rounds=rounds)
+                      seeds=[seed] if quick else [seed, seed + 1], rounds=rounds)
     ref = reference(tmp, grid)
     root = tmp / "chaos"
     create_queue(root, grid)
