@@ -46,36 +46,22 @@ def main() -> int:
     args = parser.parse_args()
 
     timers = {"train": 0.0, "checkpoint": 0.0}
-    real_train, real_save = client_mod.train_local, loop_mod.save_checkpoint
 
-    def timed_train(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_train(*a, **k)
-        finally:
-            timers["train"] += time.perf_counter() - t0
+    def timed(fn, key: str):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                timers[key] += time.perf_counter() - t0
 
-    def timed_save(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_save(*a, **k)
-        finally:
-            timers["checkpoint"] += time.perf_counter() - t0
+        return wrapper
 
     from fedspec.fl import batched as batched_mod
 
-    real_batched = batched_mod.train_clients_batched
-
-    def timed_batched(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_batched(*a, **k)
-        finally:
-            timers["train"] += time.perf_counter() - t0
-
-    batched_mod.train_clients_batched = timed_batched
-    client_mod.train_local = timed_train
-    loop_mod.save_checkpoint = timed_save
+    client_mod.train_local = timed(client_mod.train_local, "train")
+    batched_mod.train_clients_batched = timed(batched_mod.train_clients_batched, "train")
+    loop_mod.save_checkpoint = timed(loop_mod.save_checkpoint, "checkpoint")
     spec = make_spec(task=args.task, method=args.method, rounds=args.rounds, clients=args.clients, alpha=0.5,
                      batch_size=args.batch_size, max_train_samples=args.max_train_samples, min_client_size=5,
                      parallel_clients=args.parallel_clients)

@@ -33,8 +33,6 @@ COLUMNS = [
     "round_seconds",
     "device",
 ]
-# Columns that measure the machine, not the experiment: excluded when runs are compared.
-TIMING_COLUMNS = ["round_seconds"]
 
 
 def _cell(value: Any) -> str:

@@ -56,35 +56,37 @@ def _plot_methods(ax, df: pd.DataFrame, col: str, methods=("fedavg", "fedspec"))
                             color=style["color"], alpha=0.2, linewidth=0)
 
 
+def _per_setting(data: pd.DataFrame, col: str, ylabel: str, path: Path, legend_loc: str, log: bool = False,
+                 reference: Callable | None = None) -> None:
+    """One panel per partition setting, FedAvg vs FedSpec curves of ``col`` over rounds."""
+    fig, axes = _panels(len(_settings(data)))
+    for ax, setting in zip(axes, _settings(data)):
+        _plot_methods(ax, data[data["setting"] == setting], col)
+        if reference is not None:
+            reference(ax)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(setting)
+        ax.set_xlabel("round")
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(loc=legend_loc)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def accuracy_vs_round(data: pd.DataFrame, path: Path) -> None:
-    settings = _settings(data)
     central = data[data["method"] == "centralized"]
-    fig, axes = _panels(len(settings))
-    for ax, setting in zip(axes, settings):
-        _plot_methods(ax, data[data["setting"] == setting], "test_accuracy")
+
+    def centralized_line(ax) -> None:
         if not central.empty:
             final = central.sort_values("round").groupby("item")["test_accuracy"].last().mean()
             ax.axhline(final, color="black", linestyle=":", linewidth=1, label="Centralized (final)")
-        ax.set_title(setting)
-        ax.set_xlabel("round")
-    axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(loc="lower right")
-    fig.savefig(path)
-    plt.close(fig)
+
+    _per_setting(data, "test_accuracy", "test accuracy", path, "lower right", reference=centralized_line)
 
 
 def gap_vs_round(data: pd.DataFrame, path: Path) -> None:
-    settings = _settings(data)
-    fig, axes = _panels(len(settings))
-    for ax, setting in zip(axes, settings):
-        _plot_methods(ax, data[data["setting"] == setting], "frobenius_gap")
-        ax.set_yscale("log")
-        ax.set_title(setting)
-        ax.set_xlabel("round")
-    axes[0].set_ylabel(r"$\|\sum_i w_i B_i A_i - BA\|_F$")
-    axes[-1].legend(loc="upper right")
-    fig.savefig(path)
-    plt.close(fig)
+    _per_setting(data, "frobenius_gap", r"$\|\sum_i w_i B_i A_i - BA\|_F$", path, "upper right", log=True)
 
 
 def rank_vs_round(data: pd.DataFrame, path: Path) -> None:

@@ -143,4 +143,4 @@ def find_item(items: list[QueueItem], item_id: str) -> QueueItem:
     raise QueueError(f"no item {item_id!r} in the queue")
 
 
-__all__ = ["QueueItem", "add_items", "load_queue", "merge_conflicted_copies", "find_item", "Path"]
+__all__ = ["QueueItem", "add_items", "find_item", "load_queue", "merge_conflicted_copies"]

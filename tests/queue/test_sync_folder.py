@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from fedspec.testing.syncsim import SyncSim
 from tests.conftest import fedspec_cmd, read_rows

@@ -1,4 +1,4 @@
-"""Helpers shared by tasks: local cache folder, fixed splits, LoRA wrapping."""
+"""Helpers shared by tasks: local cache folder, LoRA wrapping (splits live in ``fedspec.fl.splits``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 
 from peft import LoraConfig, get_peft_model
 from torch import nn
-
-from fedspec.fl.splits import SPLIT_SEED, split_indices, subset  # noqa: F401  (re-exported for tasks)
 
 
 def cache_dir() -> Path:

@@ -29,7 +29,8 @@ from torch import nn
 
 from fedspec.errors import TaskError
 from fedspec.fl.tasks.base import Batch, TaskData, TokenExamples
-from fedspec.fl.tasks.common import SPLIT_SEED, split_indices, subset, wrap_lora
+from fedspec.fl.splits import SPLIT_SEED, split_indices, subset
+from fedspec.fl.tasks.common import wrap_lora
 
 MAX_LENGTH = 128  # truncation only; batches are padded to their longest sequence
 TWEET_LABELS = {"negative": 0, "neutral": 1, "positive": 2}
