@@ -58,7 +58,7 @@ def worker(
         load_queue(paths)  # a clear error if this is not a fedspec root
     worker_name = check_worker_name(name) if name else default_worker_name()
 
-    from fedspec.config import ExperimentSpec
+    from fedspec.config import make_spec
     from fedspec.fl.device import resolve_device
     from fedspec.fl.loop import run_experiment
 
@@ -69,7 +69,7 @@ def worker(
         torch.set_num_threads(threads)
 
     def job(item: QueueItem, guard, progress) -> str:
-        spec = ExperimentSpec(**item.spec)
+        spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
         return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress,
                               writer=worker_name).status
 

@@ -162,3 +162,14 @@ def test_truncated_checkpoint_fails_the_attempt_with_a_clear_reason(tmp_path: Pa
     (st,) = report["items"]
     assert st["state"] == "failed" and st["attempts"] == 3 and "torn or foreign checkpoint" in st["error"]
     assert (ckpt / "checkpoint.json").read_text() == '{"format": 1, "round": 1, "ite'  # nothing overwritten
+
+
+def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "distributed_work").mkdir()
+    queue = {"format": 1, "items": [{"id": "x", "spec": {"method": "fedprox", "rounds": 1}}]}
+    (tmp_path / "distributed_work" / "work_queue.json").write_text(json.dumps(queue))
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "w"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    (st,) = classify(RootPaths(tmp_path), load_queue(RootPaths(tmp_path))).items
+    assert st.state == "failed" and "\n" not in st.error
+    assert "item x: method: got 'fedprox'" in st.error
