@@ -2,7 +2,7 @@
 
 Workload: digits, the pretrained MLP 64→128→128→10 with LoRA (rank 4) on
 fc1/fc2 and a trained head on both sides (fedspec has no full-model mode, so
-Flower trains the very same peft model, built by fedspec's task code), 10
+Flower trains the very same LoRA model, built by fedspec's task code), 10
 clients, Dirichlet α=0.5 from fedspec's partition code, 1 local epoch, batch
 16, AdamW, 20 rounds of FedAvg over the trainable tensors.
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+
+from fedspec.errors import TaskError
 
 # Splits and the pretrained base are the same for every item, whatever its seed,
 # so that all methods of a grid start from the same frozen model.
@@ -32,10 +38,24 @@ def subset(indices: np.ndarray, max_samples: int | None, seed: int = SPLIT_SEED)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled digits (features scaled to [0, 1], labels).
 
-    data = load_digits()
-    return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)
+    Read straight from the CSV that ships inside scikit-learn, the file
+    ``sklearn.datasets.load_digits`` reads, without importing scikit-learn:
+    its import costs about 1.5 s per process, more than the whole digits
+    run's training.  ``tests/fl/test_splits.py`` checks equality with
+    ``load_digits``.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskError("digits: scikit-learn is not installed (pip install scikit-learn)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    except OSError as exc:
+        raise TaskError(f"digits: cannot read scikit-learn's {path}: {exc}") from exc
+    return (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
 
 
 def digits_splits(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

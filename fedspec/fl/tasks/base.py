@@ -67,8 +67,9 @@ class TokenExamples:
 class TaskData:
     """A loaded task: data splits and a factory for the LoRA-wrapped model.
 
-    ``build_model(max_rank, lora_alpha)`` returns a peft model whose trainable
-    tensors are the LoRA factors (width ``max_rank``) and the classifier head.
+    ``build_model(max_rank, scaling)`` returns a LoRA-adapted model (peft for
+    the text tasks) whose trainable tensors are the LoRA factors (width
+    ``max_rank``, named ``….lora_A.…``/``….lora_B.…``) and the classifier head.
     ``logits(model, batch)`` runs the forward pass.
     """
 

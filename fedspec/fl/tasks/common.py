@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from peft import LoraConfig, get_peft_model
 from torch import nn
 
 
@@ -37,6 +36,8 @@ def wrap_lora(
     what an existing B·A means.  peft computes ``lora_alpha / r`` with
     ``r = max_rank``, hence the conversion.
     """
+    from peft import LoraConfig, get_peft_model  # imports transformers: only the text tasks pay for it
+
     config = LoraConfig(
         r=max_rank,
         lora_alpha=scaling * max_rank,  # peft's scaling = lora_alpha / r
