@@ -47,8 +47,14 @@ def replace_with_retry(src: Path, dst: Path) -> None:
             time.sleep(_RENAME_BACKOFF_S * (attempt + 1))
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, never a torn one."""
+def write_bytes(path: Path, data: bytes, sync_folder: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, never a torn one.
+
+    ``sync_folder=False`` skips the fsync of the folder after the rename, for
+    a caller that writes another file into the same folder right after and
+    lets that write's folder fsync persist both renames (one fsync of a
+    directory covers every entry changed in it).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
@@ -60,7 +66,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_folder:
+        _fsync_dir(path.parent)
 
 
 def write_text(path: Path, text: str) -> None:

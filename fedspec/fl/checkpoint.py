@@ -53,7 +53,7 @@ def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint
     folder.mkdir(parents=True, exist_ok=True)
     blob = save_tensors({k: v.detach().to("cpu").contiguous() for k, v in ckpt.state.items()})
     name = _state_name(ckpt.round)
-    write_bytes(folder / name, blob)
+    write_bytes(folder / name, blob, sync_folder=False)  # the checkpoint.json write below fsyncs the folder for both
     meta = {
         "format": FORMAT,
         "item_id": item_id,

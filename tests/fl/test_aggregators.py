@@ -112,5 +112,6 @@ def test_factored_svd_matches_dense_svd(shape: tuple[int, int, int, int]) -> Non
     b_f, a_f = split_balanced(fact, r)
     b_d, a_d = split_balanced(type(fact)(dense.U, dense.S, dense.Vh), r)
     assert torch.allclose(b_f @ a_f, b_d @ a_d, rtol=1e-8, atol=1e-8)
-    gap = gap_to_ideal(bs, as_, w, b_f.float(), a_f.float())
+    gap, ideal = gap_to_ideal(bs, as_, w, b_f.float(), a_f.float())
     assert gap == pytest.approx(math.sqrt(float((dense.S[r:] ** 2).sum())), rel=1e-5)
+    assert ideal == pytest.approx(float(dense.S.norm()), rel=1e-9)

@@ -28,6 +28,27 @@ def test_round_trip_keeps_everything_and_only_the_latest_tensor_file(tmp_path: P
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_commit_fsyncs_both_files_before_the_rename_and_the_folder_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(f"rename {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(tmp_path, "item", "h1", sample(2))
+    assert events == ["fsync file", "rename state_r00002.safetensors", "fsync file", f"rename {META_NAME}", "fsync folder"]
+
+
 def test_missing_checkpoint_means_fresh_start(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "none", "item", "h1") is None
 

@@ -64,26 +64,28 @@ def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None =
     return ThinSVD(q_l @ u_c[:, :k], s, vh_c[:k] @ q_r.T)
 
 
-def frobenius_of_product(left: torch.Tensor, right: torch.Tensor) -> float:
-    """‖left @ right‖_F from the factors: the norm of the K × K QR core."""
-    d_out, k = left.shape
-    if k >= min(d_out, right.shape[1]):
-        return float(torch.linalg.matrix_norm(left.to(DTYPE) @ right.to(DTYPE)))
-    _, t_l = torch.linalg.qr(left.to(DTYPE))
-    _, t_r = torch.linalg.qr(right.to(DTYPE).T)
-    return float(torch.linalg.matrix_norm(t_l @ t_r.T))
-
-
 def gap_to_ideal(
     client_b: list[torch.Tensor],
     client_a: list[torch.Tensor],
     weights: list[float],
     b: torch.Tensor,
     a: torch.Tensor,
-) -> float:
-    """‖Σ wᵢ Bᵢ Aᵢ − B A‖_F: how far an aggregated adapter is from the ideal averaged update."""
+) -> tuple[float, float]:
+    """(‖Σ wᵢ Bᵢ Aᵢ − B A‖_F, ‖Σ wᵢ Bᵢ Aᵢ‖_F): how far an aggregated adapter is from the ideal update, and the ideal's norm.
+
+    One thin QR of each stack serves both: with ``L = Q_l T_l`` and
+    ``Rᵀ = Q_r T_r`` over the stacks ``[w₁B₁ … w_nB_n, −B]`` and
+    ``[A₁; …; A_n; A]``, the first K columns of ``T_l`` and ``T_r`` stand for
+    the clients' part alone, and orthonormal ``Q`` keep Frobenius norms.
+    """
     left, right = stack_factors(client_b + [b], client_a + [a], list(weights) + [-1.0])
-    return frobenius_of_product(left, right)
+    k = sum(x.shape[1] for x in client_b)
+    if left.shape[1] >= min(left.shape[0], right.shape[1]):
+        gap = float(torch.linalg.matrix_norm(left @ right))
+        return gap, float(torch.linalg.matrix_norm(left[:, :k] @ right[:k]))
+    _, t_l = torch.linalg.qr(left)
+    _, t_r = torch.linalg.qr(right.T)
+    return float(torch.linalg.matrix_norm(t_l @ t_r.T)), float(torch.linalg.matrix_norm(t_l[:, :k] @ t_r[:, :k].T))
 
 
 def split_balanced(svd: ThinSVD, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fedspec.fl.aggregators.base import Aggregate, active, normalize, weighted_average
-from fedspec.fl.aggregators.factored import frobenius_of_product, gap_to_ideal, stack_factors
+from fedspec.fl.aggregators.factored import gap_to_ideal
 from fedspec.fl.lora import LoraPair, State
 
 
@@ -21,8 +21,8 @@ def fedavg(states: list[State], weights: list[float], pairs: list[LoraPair], ran
     for pair in pairs:
         bs, as_ = zip(*(active(s, pair, rank) for s in states))
         b, a = active(new, pair, rank)
-        gap_sq += gap_to_ideal(list(bs), list(as_), w, b, a) ** 2
-        ideal_sq += frobenius_of_product(*stack_factors(list(bs), list(as_), w)) ** 2
+        gap, ideal = gap_to_ideal(list(bs), list(as_), w, b, a)
+        gap_sq, ideal_sq = gap_sq + gap**2, ideal_sq + ideal**2
     tail = gap_sq / ideal_sq if ideal_sq > 0 else 0.0
     return Aggregate(state=new, rank=rank, gap=math.sqrt(gap_sq), tail_energy=tail)
 
