@@ -57,11 +57,28 @@ def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None =
     if dense:
         u, s, vh = torch.linalg.svd(left.to(DTYPE) @ right.to(DTYPE), full_matrices=False)
         return ThinSVD(u, s, vh)
-    q_l, t_l = torch.linalg.qr(left.to(DTYPE))  # d_out × K, K × K
-    q_r, t_r = torch.linalg.qr(right.to(DTYPE).T)  # d_in × K, K × K
+    h_l, tau_l, t_l = _householder_qr(left.to(DTYPE))  # d_out × K Householder form, K × K R
+    h_r, tau_r, t_r = _householder_qr(right.to(DTYPE).T)
     u_c, s, vh_c = torch.linalg.svd(t_l @ t_r.T)
     k = s.numel() if keep is None else min(keep, s.numel())
-    return ThinSVD(q_l @ u_c[:, :k], s, vh_c[:k] @ q_r.T)
+    return ThinSVD(_apply_q(h_l, tau_l, u_c[:, :k]), s, _apply_q(h_r, tau_r, vh_c[:k].T).T)
+
+
+def _householder_qr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """QR of a tall ``x`` (n × K) without forming Q: LAPACK's Householder form, its tau, and R (K × K).
+
+    Forming Q explicitly costs as much as the factorization itself; every
+    caller here needs only R, or Q times a few columns (:func:`_apply_q`).
+    """
+    h, tau = torch.geqrf(x)
+    return h, tau, h[: x.shape[1]].triu()
+
+
+def _apply_q(h: torch.Tensor, tau: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``Q @ c`` for the Q of :func:`_householder_qr` (n × K) and a K × k ``c``: n × k."""
+    padded = c.new_zeros(h.shape[0], c.shape[1])
+    padded[: c.shape[0]] = c
+    return torch.ormqr(h, tau, padded)
 
 
 def gap_to_ideal(
@@ -83,8 +100,8 @@ def gap_to_ideal(
     if left.shape[1] >= min(left.shape[0], right.shape[1]):
         gap = float(torch.linalg.matrix_norm(left @ right))
         return gap, float(torch.linalg.matrix_norm(left[:, :k] @ right[:k]))
-    _, t_l = torch.linalg.qr(left)
-    _, t_r = torch.linalg.qr(right.T)
+    t_l = _householder_qr(left)[2]
+    t_r = _householder_qr(right.T)[2]
     return float(torch.linalg.matrix_norm(t_l @ t_r.T)), float(torch.linalg.matrix_norm(t_l[:, :k] @ t_r[:, :k].T))
 
 
