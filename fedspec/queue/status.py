@@ -117,6 +117,11 @@ def classify(
     warnings: list[str] = []
     all_secs: list[float] = []
     for item in items:
+        if item.id in result_files and not with_progress:
+            # A worker (no progress wanted) skips the claims of finished items: with hundreds of
+            # items the scan that precedes every claim would otherwise list every item's folder.
+            statuses.append(ItemStatus(item.id, "done", item.rounds, item.rounds, None, 0, None, 0, task=item.spec.get("task")))
+            continue
         claims = read_claims(paths, item.id)
         if claims.foreign:
             warnings.append(f"{item.id}: foreign file(s) in its claims folder ignored: {', '.join(claims.foreign[:3])}")
