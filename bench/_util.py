@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from contextlib import contextmanager
-from typing import Iterator
 
 
 def rss_mb() -> float:
@@ -17,13 +14,6 @@ def rss_mb() -> float:
         import psutil
 
         return psutil.Process().memory_info().rss / 1e6
-
-
-@contextmanager
-def timer(out: dict, key: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    out[key] = out.get(key, 0.0) + time.perf_counter() - t0
 
 
 def table(rows: list[tuple], headers: tuple) -> str:

@@ -118,7 +118,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "fedspec.cli.main", "run", "--method", "fedavg", "--clients", "10", "--alpha", "0.5",
                "--rounds", str(args.rounds), "--batch-size", "16", "--rank", "4", "--root", tmp]
-        f_wall, f_mem, f_out = measure(cmd, REPO)
+        f_wall, f_mem, _ = measure(cmd, REPO)
         import csv
 
         rs = list(csv.DictReader(open(Path(tmp) / "paper_results" / "fedavg_dirichlet_alpha0.5.csv")))

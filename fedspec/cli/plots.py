@@ -9,6 +9,7 @@ import typer
 
 from fedspec.cli.common import console, out
 from fedspec.errors import ConfigError
+from fedspec.queue.store import PLOTS
 
 ALLOWED = ("png", "pdf", "svg")
 
@@ -29,7 +30,7 @@ def plots(
     root = Path(root).expanduser()
     from fedspec.plots.make import make_plots
 
-    written, notes = make_plots(root, out_dir or root / "plots", fmts)
+    written, notes = make_plots(root, out_dir or root / PLOTS, fmts)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for path in written:

@@ -43,7 +43,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     Read straight from the CSV that ships inside scikit-learn, the file
     ``sklearn.datasets.load_digits`` reads, without importing scikit-learn:
     its import costs about 1.5 s per process, more than the whole digits
-    run's training.  ``tests/fl/test_splits.py`` checks equality with
+    run's training.  ``tests/fl/test_digits_task.py`` checks equality with
     ``load_digits``.
     """
     spec = importlib.util.find_spec("sklearn")

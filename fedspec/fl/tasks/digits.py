@@ -55,6 +55,7 @@ class LoraLinear(nn.Module):
         self.base = base.requires_grad_(False)
         self.lora_A = nn.Linear(base.in_features, rank, bias=False)
         self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        # Drawn again after nn.Linear's own init, as peft does: the same random stream as a peft model.
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
         self.scaling = scaling

@@ -29,7 +29,7 @@ from torch import nn
 
 from fedspec.errors import TaskError
 from fedspec.fl.tasks.base import Batch, TaskData, TokenExamples
-from fedspec.fl.splits import SPLIT_SEED, split_indices, subset
+from fedspec.fl.splits import SPLIT_SEED, TWEETS_TEST_FRACTION, split_indices, subset
 from fedspec.fl.tasks.common import wrap_lora
 
 MAX_LENGTH = 128  # truncation only; batches are padded to their longest sequence
@@ -100,7 +100,7 @@ def load_tweets_task(max_train_samples: int | None = None) -> TaskData:
     labels = frame["sentiment"].map(TWEET_LABELS).to_numpy(dtype=np.int64)
     model_dir = str(minilm_path())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    test_idx, train_idx = split_indices(len(labels), (0.2,))
+    test_idx, train_idx = split_indices(len(labels), (TWEETS_TEST_FRACTION,))
     train_idx = subset(train_idx, max_train_samples)
     test_idx = subset(test_idx, None if max_train_samples is None else max(500, max_train_samples // 4))
     ids = _tokenize(tokenizer, [texts[i] for i in np.concatenate([train_idx, test_idx])])
