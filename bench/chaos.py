@@ -41,6 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from fedspec.checkpoint_file import NAME as CHECKPOINT  # noqa: E402
+from fedspec.checkpoint_file import read_header  # noqa: E402
+from fedspec.errors import CheckpointError  # noqa: E402
+
 PY = sys.executable
 FEDSPEC = [PY, "-m", "fedspec.cli.main"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -225,7 +230,7 @@ def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None
     root = tmp / "sleepers"
     create_queue(root, grid)
     (item,) = [i["id"] for i in status(root)["items"]]
-    meta = root / "checkpoints_distributed" / item / "checkpoint.json"
+    ckpt_folder = root / "checkpoints_distributed" / item
     ttl = 2.0
     args = ["--lease-ttl", str(ttl), "--heartbeat", "0.4", "--settle", "0", "--poll", "0.3"]
     commits: list[tuple[float, str, int]] = []
@@ -235,12 +240,12 @@ def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None
         last = None
         while not stop.is_set():
             try:
-                m = json.loads(meta.read_text())
-                key = (m.get("writer"), m.get("round"))
+                m = read_header(ckpt_folder)
+                key = (m.get("writer"), m.get("round")) if m else last
                 if key != last:
                     commits.append((time.time(), *key))
                     last = key
-            except (OSError, ValueError):
+            except CheckpointError:
                 pass
             time.sleep(0.005)
 
@@ -330,6 +335,17 @@ def _snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def _rewrite_header(path: Path, **change: object) -> None:
+    """Change fields of a checkpoint's fedspec header in place, keeping its tensors (a forged or foreign file)."""
+    blob = path.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    header["__metadata__"]["fedspec"] = json.dumps({**json.loads(header["__metadata__"]["fedspec"]), **change})
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + blob[8 + n :])
+
+
 def _clear_line(res: subprocess.CompletedProcess) -> bool:
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     return res.returncode != 0 and len(lines) == 1 and "Traceback" not in res.stderr + res.stdout
@@ -363,12 +379,12 @@ def scenario_bad_input(tmp: Path, seed: int, quick: bool, report: Report) -> Non
     run_args = ["run", "--method", "fedavg", "--clients", "5", "--rounds", "3", "--min-client-size", "5", "--seed", str(seed),
                 "--name", item]
     root = case_root("ckpt-truncated")
-    meta = root / "checkpoints_distributed" / item / "checkpoint.json"
-    meta.write_bytes(meta.read_bytes()[:40])
+    ckpt = root / "checkpoints_distributed" / item / CHECKPOINT
+    ckpt.write_bytes(ckpt.read_bytes()[:40])
     (root / "paper_results" / f"{item}.csv").unlink()
     cases.append(("truncated checkpoint (run)", root, [*run_args, "--root", str(root)], None))
     root = case_root("ckpt-foreign")
-    (root / "checkpoints_distributed" / item / "checkpoint.json").write_text('{"format": 1, "round": 2, "item_id": "x", "spec_hash": "y"}')
+    _rewrite_header(root / "checkpoints_distributed" / item / CHECKPOINT, item_id="x", spec_hash="y")
     (root / "paper_results" / f"{item}.csv").unlink()
     cases.append(("foreign checkpoint (run)", root, [*run_args, "--root", str(root)], None))
     root = case_root("csv-edited")
@@ -432,7 +448,8 @@ def scenario_security(tmp: Path, seed: int, quick: bool, report: Report) -> None
     subprocess.run([*FEDSPEC, *args[:-4], "--rounds", "3", "--name", item, "--root", str(root)], capture_output=True, env=ENV)
     (root / "paper_results" / f"{item}.csv").unlink()
     folder = root / "checkpoints_distributed" / item
-    meta = json.loads((folder / "checkpoint.json").read_text())
+    blob = (folder / CHECKPOINT).read_bytes()
+    header = blob[: 8 + int.from_bytes(blob[:8], "little")]  # a valid fedspec header, kept in front of each payload
     marker = tmp / "code-was-executed"
     executed = 0
     attempts = 0
@@ -446,9 +463,7 @@ def scenario_security(tmp: Path, seed: int, quick: bool, report: Report) -> None
             buf = io.BytesIO()
             torch.save({"x": _Payload(str(marker))}, buf)
             blob = buf.getvalue()
-        (folder / meta["state_file"]).write_bytes(blob)
-        forged = {**meta, "state_sha256": hashlib.sha256(blob).hexdigest()}
-        (folder / "checkpoint.json").write_text(json.dumps(forged))
+        (folder / CHECKPOINT).write_bytes(header + blob)
         res = subprocess.run([*FEDSPEC, *args], capture_output=True, text=True, env=ENV)
         attempts += 1
         executed += marker.exists()
@@ -485,13 +500,14 @@ def scenario_takeover(tmp: Path, seed: int, quick: bool, report: Report) -> None
     (item,) = [i["id"] for i in status(root)["items"]]
     ttl, hb, settle, poll = 2.0, 0.4, 0.0, 0.3
     args = ["--lease-ttl", str(ttl), "--heartbeat", str(hb), "--settle", str(settle), "--poll", str(poll)]
-    meta = root / "checkpoints_distributed" / item / "checkpoint.json"
+    ckpt_folder = root / "checkpoints_distributed" / item
 
     def ckpt_round() -> int:
         try:
-            return int(json.loads(meta.read_text())["round"])
-        except (OSError, ValueError, KeyError):
+            meta = read_header(ckpt_folder)
+        except CheckpointError:
             return 0
+        return meta["round"] if meta else 0
 
     holder = worker(root, "a-holder", args, tmp / "holder.log")
     wait_until(lambda: ckpt_round() >= 3, "the holder's third round")

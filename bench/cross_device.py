@@ -14,7 +14,7 @@ import torch
 
 from fedspec.config import make_spec
 from fedspec.errors import LeaseLost
-from fedspec.fl.checkpoint import read_meta
+from fedspec.checkpoint_file import read_header
 from fedspec.fl.loop import checkpoint_dir, run_experiment
 
 
@@ -27,7 +27,7 @@ def main(out: Path) -> int:
     run_experiment(spec, "x", out / "cuda", device="cuda")
 
     def stop_after_two(kind: str) -> None:
-        meta = read_meta(checkpoint_dir(out / "mixed", "x"))
+        meta = read_header(checkpoint_dir(out / "mixed", "x"))
         if meta and meta["round"] == 2:
             raise LeaseLost("stop")
 

@@ -61,7 +61,7 @@ def main() -> int:
 
     client_mod.train_local = timed(client_mod.train_local, "train")
     batched_mod.train_clients_batched = timed(batched_mod.train_clients_batched, "train")
-    loop_mod.save_checkpoint = timed(loop_mod.save_checkpoint, "checkpoint")
+    loop_mod.CheckpointWriter.commit = timed(loop_mod.CheckpointWriter.commit, "checkpoint")
     spec = make_spec(task=args.task, method=args.method, rounds=args.rounds, clients=args.clients, alpha=0.5,
                      batch_size=args.batch_size, max_train_samples=args.max_train_samples, min_client_size=5,
                      parallel_clients=args.parallel_clients)

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench._util import table  # noqa: E402
+from fedspec.fl.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from fedspec.queue.claims import try_claim  # noqa: E402
 from fedspec.queue.heartbeat import LeaseObserver  # noqa: E402
 from fedspec.queue.status import classify  # noqa: E402
@@ -88,11 +89,13 @@ def bench_status(n_items: int = 500) -> tuple[list[tuple], bool]:
     with tempfile.TemporaryDirectory() as tmp:
         paths = RootPaths(Path(tmp))
         add_items(paths, [QueueItem(f"item{i:04d}", {"task": "digits", "rounds": 20}) for i in range(n_items)])
+        import torch
+
+        state = {"fc1.lora_A.weight": torch.zeros(8, 64), "fc1.lora_B.weight": torch.zeros(128, 8), "head.weight": torch.zeros(10, 128)}
         for i in range(0, n_items, 2):  # half of them with a 10-round checkpoint
-            d = paths.checkpoints / f"item{i:04d}"
-            d.mkdir(parents=True)
             rows = [{"round": r, "test_accuracy": 0.5, "round_seconds": 0.1} for r in range(1, 11)]
-            (d / "checkpoint.json").write_text(json.dumps({"format": 1, "round": 10, "rows": rows}))
+            save_checkpoint(paths.checkpoints / f"item{i:04d}", f"item{i:04d}", "h",
+                            Checkpoint(round=10, state=state, aggregator={"rank": 8}, batch_size=16, rows=rows))
         cmd = [sys.executable, "-m", "fedspec.cli.main", "status", "--root", tmp, "--json"]
         times = []
         for _ in range(3):

@@ -1,11 +1,9 @@
-"""Round checkpoints: tensors in safetensors, everything else in plain JSON.
+"""Round checkpoints: one safetensors file per item, tensors plus plain-JSON metadata in its header.
 
-A checkpoint folder holds ``state_rNNNNN.safetensors`` (the global trainable
-tensors) and ``checkpoint.json`` (round, aggregator state, batch size, the CSV
-rows so far, the spec hash, the SHA-256 of the state file).  The tensor file
-is written first under a new name; renaming ``checkpoint.json`` over the old
-one is the commit.  Nothing read back is unpickled: safetensors holds raw
-tensors only, and the JSON is parsed as data.
+The layout of the file is in :mod:`fedspec.checkpoint_file`.  Writing it
+under a temporary name and renaming it over the previous round's file is the
+commit.  Nothing read back is unpickled: safetensors holds raw tensors only,
+and the metadata is parsed as JSON.
 """
 
 from __future__ import annotations
@@ -22,13 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from fedspec.atomic import write_bytes, write_json
-from fedspec.errors import CheckpointError, NotSyncedYet
+from fedspec.atomic import write_bytes
+from fedspec.checkpoint_file import FORMAT, NAME, parse_header, raise_if_pending
+from fedspec.errors import CheckpointError
 
 log = logging.getLogger(__name__)
-
-FORMAT = 1
-META_NAME = "checkpoint.json"
 
 
 @dataclass
@@ -44,56 +40,53 @@ class Checkpoint:
     writer: str | None = None  # the worker that committed it (informational)
 
 
-def _state_name(round_: int) -> str:
-    return f"state_r{round_:05d}.safetensors"
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of CPU tensors, independent of the file layout."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+class CheckpointWriter:
+    """Commits the rounds of one item to ``folder``.
+
+    The CSV rows only ever grow between commits, so each row is encoded to
+    JSON once and kept; re-encoding every row every round made the commit
+    cost grow with the round number.
+    """
+
+    def __init__(self, folder: Path, item_id: str, spec_hash: str) -> None:
+        self.folder, self.item_id, self.spec_hash = Path(folder), item_id, spec_hash
+        self._encoded_rows: list[str] = []
+
+    def commit(self, ckpt: Checkpoint) -> None:
+        """Atomically replace the item's checkpoint with ``ckpt``."""
+        if len(ckpt.rows) < len(self._encoded_rows):  # not the same run's rows: start over
+            self._encoded_rows = []
+        self._encoded_rows += [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in ckpt.rows[len(self._encoded_rows):]]
+        state = {k: v.detach().to("cpu").contiguous() for k, v in ckpt.state.items()}
+        meta = {
+            "format": FORMAT,
+            "item_id": self.item_id,
+            "spec_hash": self.spec_hash,
+            "round": ckpt.round,
+            "tensors_sha256": tensors_digest(state),
+            "aggregator": ckpt.aggregator,
+            "batch_size": ckpt.batch_size,
+            "device": ckpt.device,
+            "writer": ckpt.writer,
+        }
+        header = {"fedspec": json.dumps(meta, sort_keys=True, separators=(",", ":")), "rows": f"[{','.join(self._encoded_rows)}]"}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(self.folder / NAME, save_tensors(state, metadata=header))
 
 
 def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint) -> None:
-    """Atomically commit ``ckpt`` to ``folder``, then remove older tensor files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    blob = save_tensors({k: v.detach().to("cpu").contiguous() for k, v in ckpt.state.items()})
-    name = _state_name(ckpt.round)
-    write_bytes(folder / name, blob, sync_folder=False)  # the checkpoint.json write below fsyncs the folder for both
-    meta = {
-        "format": FORMAT,
-        "item_id": item_id,
-        "spec_hash": spec_hash,
-        "round": ckpt.round,
-        "state_file": name,
-        "state_sha256": hashlib.sha256(blob).hexdigest(),
-        "aggregator": ckpt.aggregator,
-        "batch_size": ckpt.batch_size,
-        "device": ckpt.device,
-        "writer": ckpt.writer,
-        "rows": ckpt.rows,
-    }
-    write_json(folder / META_NAME, meta, compact=True)
-    for old in folder.glob("state_r*.safetensors"):
-        if old.name != name:
-            try:
-                old.unlink()
-            except OSError as err:  # a peer's sync client may hold it; it is harmless garbage
-                log.debug("could not remove old state %s: %s", old, err)
-
-
-def read_meta(folder: Path) -> dict[str, Any] | None:
-    """The parsed ``checkpoint.json`` or None when there is none; raises on a torn or foreign file."""
-    path = folder / META_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if (folder / f".{META_NAME}.icloud").exists():
-            raise NotSyncedYet(f"{path}: iCloud placeholder, not downloaded yet") from None
-        return None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: torn or foreign checkpoint (not fedspec JSON); move it away to restart the item") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("round"), int):
-        raise CheckpointError(f"{path}: not a fedspec checkpoint (format {FORMAT} expected); move it away to restart the item")
-    return meta
+    """Commit one checkpoint (a round loop keeps a :class:`CheckpointWriter` instead)."""
+    CheckpointWriter(folder, item_id, spec_hash).commit(ckpt)
 
 
 def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | None:
@@ -104,28 +97,26 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | 
     CheckpointError
         Torn, truncated or foreign files, or a checkpoint of a different spec.
     """
-    meta = read_meta(folder)
-    if meta is None:
+    where = Path(folder) / NAME
+    try:
+        blob = where.read_bytes()  # one read: header and tensors of the same commit
+    except FileNotFoundError:
+        raise_if_pending(where)  # an iCloud placeholder or an old-format checkpoint is not a fresh start
         return None
-    where = folder / META_NAME
+    except OSError as err:
+        raise CheckpointError(f"{where}: cannot read checkpoint ({err.strerror})") from None
+    meta = parse_header(blob, where)
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
         raise CheckpointError(
             f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "
             f"expected {item_id!r}, spec {spec_hash}); move it away or use another --root"
         )
-    state_name = str(meta.get("state_file", ""))
-    if Path(state_name).name != state_name or not state_name.endswith(".safetensors"):
-        raise CheckpointError(f"{where}: invalid state_file entry {state_name!r}")
-    try:
-        blob = (folder / state_name).read_bytes()
-    except FileNotFoundError:
-        raise NotSyncedYet(f"{folder / state_name}: tensor file of round {meta['round']} has not arrived yet") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("state_sha256"):
-        raise CheckpointError(f"{folder / state_name}: truncated or altered (SHA-256 differs from {META_NAME})")
     try:
         state = load_tensors(blob)
     except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"{folder / state_name}: not a safetensors file ({err})") from None
+        raise CheckpointError(f"{where}: truncated or not a safetensors file ({err})") from None
+    if tensors_digest(state) != meta.get("tensors_sha256"):
+        raise CheckpointError(f"{where}: tensors truncated or altered (SHA-256 differs from the header's)")
     try:
         return Checkpoint(
             round=int(meta["round"]),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from fedspec.checkpoint_file import NAME as CHECKPOINT
+from fedspec.checkpoint_file import read_header
+from fedspec.errors import CheckpointError
 from fedspec.results import COLUMNS
 
 # Sync clients' duplicates ("x (Host's conflicted copy ...).csv", "x 2.csv") are not results.
@@ -36,17 +38,17 @@ def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:
         frames.append(df)
         done.add(path.stem)
     ckpts = root / "checkpoints_distributed"
-    for meta_path in sorted(ckpts.glob("*/checkpoint.json")) if ckpts.exists() else []:
-        item = meta_path.parent.name
+    for folder in sorted(p.parent for p in ckpts.glob(f"*/{CHECKPOINT}")) if ckpts.exists() else []:
+        item = folder.name
         if item in done:
             continue
         try:
-            rows = json.loads(meta_path.read_text(encoding="utf-8")).get("rows") or []
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            meta = read_header(folder)  # None when it vanished since the glob (the item just finished)
+        except CheckpointError:
             skipped.append(f"{item}: checkpoint unreadable, partial rows skipped")
             continue
-        if rows:
-            df = pd.DataFrame(rows, columns=COLUMNS)
+        if meta and meta["rows"]:
+            df = pd.DataFrame(meta["rows"], columns=COLUMNS)
             df["item"], df["partial"] = item, True
             frames.append(df)
     if not frames:

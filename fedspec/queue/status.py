@@ -10,9 +10,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fedspec.checkpoint_file import read_header
+from fedspec.errors import CheckpointError
 from fedspec.queue.claims import read_claims
 from fedspec.queue.heartbeat import LeaseObserver, read_heartbeats
-from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders, read_json
+from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders
 from fedspec.queue.workqueue import QueueItem, load_queue
 
 STATES = ("pending", "running", "done", "failed")
@@ -65,11 +67,14 @@ class StatusReport:
 
 
 def _progress(paths: RootPaths, item_id: str) -> tuple[int, float | None, list[float]]:
-    """(rounds committed, latest accuracy, round seconds) from the checkpoint's JSON, without torch."""
-    meta, problem = read_json(paths.checkpoint_meta(item_id))
-    if problem is not None or not isinstance(meta, dict):
+    """(rounds committed, latest accuracy, round seconds) from the checkpoint's header, without torch."""
+    try:
+        meta = read_header(paths.checkpoint_folder(item_id))
+    except CheckpointError:  # torn, foreign or not downloaded: the worker that loads it reports why
         return 0, None, []
-    rows = meta.get("rows") if isinstance(meta.get("rows"), list) else []
+    if meta is None:
+        return 0, None, []
+    rows = meta["rows"]
     acc = rows[-1].get("test_accuracy") if rows and isinstance(rows[-1], dict) else None
     secs = [float(r["round_seconds"]) for r in rows if isinstance(r, dict) and isinstance(r.get("round_seconds"), (int, float))]
     rnd = meta.get("round")

@@ -68,8 +68,8 @@ class RootPaths:
     def result_csv(self, item_id: str) -> Path:
         return self.results / f"{item_id}.csv"
 
-    def checkpoint_meta(self, item_id: str) -> Path:
-        return self.checkpoints / item_id / "checkpoint.json"
+    def checkpoint_folder(self, item_id: str) -> Path:
+        return self.checkpoints / item_id
 
     def make(self) -> None:
         for folder in (self.work, self.claims, self.heartbeats, self.checkpoints, self.results):

@@ -3,35 +3,54 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save as save_tensors
 
-from fedspec.errors import CheckpointError
-from fedspec.fl.checkpoint import META_NAME, Checkpoint, load_checkpoint, save_checkpoint
-
-
-def sample(round_: int = 3) -> Checkpoint:
-    state = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(4)}
-    return Checkpoint(round=round_, state=state, aggregator={"rank": 6}, batch_size=8, rows=[{"round": 1, "x": 0.5}])
+from fedspec.checkpoint_file import LEGACY_NAME, NAME, read_header
+from fedspec.errors import CheckpointError, NotSyncedYet
+from fedspec.fl.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint, save_checkpoint
 
 
-def test_round_trip_keeps_everything_and_only_the_latest_tensor_file(tmp_path: Path) -> None:
+def sample(round_: int = 3, rows: int = 1) -> Checkpoint:
+    state = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(4, dtype=torch.bfloat16)}
+    return Checkpoint(round=round_, state=state, aggregator={"rank": 6}, batch_size=8,
+                      rows=[{"round": r + 1, "x": 0.5 + r} for r in range(rows)])
+
+
+def test_round_trip_keeps_everything_in_one_file(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, "item", "h1", sample(2))
     save_checkpoint(tmp_path, "item", "h1", sample(3))
     got = load_checkpoint(tmp_path, "item", "h1")
     assert got is not None and got.round == 3 and got.aggregator == {"rank": 6} and got.batch_size == 8
-    assert torch.equal(got.state["a"], sample().state["a"])
-    assert [p.name for p in tmp_path.glob("state_r*")] == ["state_r00003.safetensors"]
-    assert not list(tmp_path.glob(".*partial"))
+    assert got.rows == [{"round": 1, "x": 0.5}]
+    assert torch.equal(got.state["a"], sample().state["a"]) and got.state["b"].dtype == torch.bfloat16
+    assert [p.name for p in tmp_path.iterdir()] == [NAME]
 
 
-def test_commit_fsyncs_both_files_before_the_rename_and_the_folder_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-    import stat
+def test_header_is_readable_alone_and_rows_encoded_once_match_a_fresh_encoding(tmp_path: Path) -> None:
+    writer = CheckpointWriter(tmp_path / "w", "item", "h1")
+    for r in range(1, 6):
+        writer.commit(sample(r, rows=r))  # the writer encodes only the new row each time
+    save_checkpoint(tmp_path / "fresh", "item", "h1", sample(5, rows=5))
+    meta = read_header(tmp_path / "w")
+    assert meta == read_header(tmp_path / "fresh")  # (safetensors orders header keys at random: compare parsed)
+    assert meta["round"] == 5 and [r["round"] for r in meta["rows"]] == [1, 2, 3, 4, 5]
 
+
+def test_a_writer_given_shorter_rows_re_encodes_them(tmp_path: Path) -> None:
+    writer = CheckpointWriter(tmp_path, "item", "h1")
+    writer.commit(sample(3, rows=3))
+    writer.commit(sample(1, rows=1))
+    assert read_header(tmp_path)["rows"] == [{"round": 1, "x": 0.5}]
+
+
+def test_commit_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -46,31 +65,62 @@ def test_commit_fsyncs_both_files_before_the_rename_and_the_folder_after(tmp_pat
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     save_checkpoint(tmp_path, "item", "h1", sample(2))
-    assert events == ["fsync file", "rename state_r00002.safetensors", "fsync file", f"rename {META_NAME}", "fsync folder"]
+    assert events == ["fsync file", f"rename {NAME}", "fsync folder"]
 
 
 def test_missing_checkpoint_means_fresh_start(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "none", "item", "h1") is None
+    assert read_header(tmp_path / "none") is None
+
+
+def test_icloud_placeholder_is_not_a_fresh_start(tmp_path: Path) -> None:
+    (tmp_path / f".{NAME}.icloud").write_bytes(b"placeholder")
+    with pytest.raises(NotSyncedYet):
+        load_checkpoint(tmp_path, "item", "h1")
+
+
+def test_old_two_file_checkpoint_is_named_not_restarted(tmp_path: Path) -> None:
+    (tmp_path / LEGACY_NAME).write_text('{"format": 1, "round": 4}')
+    with pytest.raises(CheckpointError, match="older fedspec"):
+        load_checkpoint(tmp_path, "item", "h1")
 
 
 def test_other_spec_is_refused(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, "item", "h1", sample())
     with pytest.raises(CheckpointError, match="different spec"):
-        load_checkpoint(tmp_path, "item", "h2")
+        load_checkpoint(tmp_path, "item", "h1-other")
 
 
-def test_truncated_tensor_file_is_refused(tmp_path: Path) -> None:
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, "item", "h1", sample())
-    f = tmp_path / "state_r00003.safetensors"
-    f.write_bytes(f.read_bytes()[:20])
+    f = tmp_path / NAME
+    f.write_bytes(f.read_bytes()[:-5])
     with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(tmp_path, "item", "h1")
 
 
-@pytest.mark.parametrize("content", [b"", b"{\"format\": 1, \"rou", b"\x00\xff garbage", b"[1, 2]"])
-def test_torn_or_foreign_meta_is_refused(tmp_path: Path, content: bytes) -> None:
-    (tmp_path / META_NAME).write_bytes(content)
-    with pytest.raises(CheckpointError):
+def test_zeroed_tensor_bytes_of_the_right_length_are_refused(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, "item", "h1", sample())
+    f = tmp_path / NAME
+    blob = f.read_bytes()
+    f.write_bytes(blob[:-24] + bytes(24))  # what a sync client's preallocated, half-written file looks like
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(tmp_path, "item", "h1")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x10\x00", b"\xff" * 8 + b"{}", b"\x0a\x00\x00\x00\x00\x00\x00\x00{\"__metad",
+                                     b"\x02\x00\x00\x00\x00\x00\x00\x00{}", b"\x00\xff garbage"])
+def test_torn_or_foreign_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / NAME).write_bytes(content)
+    with pytest.raises(CheckpointError, match="torn or foreign"):
+        load_checkpoint(tmp_path, "item", "h1")
+    with pytest.raises(CheckpointError, match="torn or foreign"):
+        read_header(tmp_path)
+
+
+def test_safetensors_of_someone_else_is_refused(tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(save_tensors({"w": torch.ones(2)}, metadata={"fedspec": json.dumps({"format": 9, "round": 1}), "rows": "[]"}))
+    with pytest.raises(CheckpointError, match="not a fedspec checkpoint"):
         load_checkpoint(tmp_path, "item", "h1")
 
 
@@ -84,22 +134,9 @@ def test_pickle_in_place_of_tensors_is_refused_without_running_it(tmp_path: Path
     marker = tmp_path / "pwned"
     boom = _Boom()
     boom.target = str(marker)
-    payload = pickle.dumps(boom)
-    (tmp_path / "state_r00003.safetensors").write_bytes(payload)
-    meta = json.loads((tmp_path / META_NAME).read_text())
-    import hashlib
-
-    meta["state_sha256"] = hashlib.sha256(payload).hexdigest()  # even with a matching hash
-    (tmp_path / META_NAME).write_text(json.dumps(meta))
+    blob = (tmp_path / NAME).read_bytes()
+    length = int.from_bytes(blob[:8], "little")
+    (tmp_path / NAME).write_bytes(blob[: 8 + length] + pickle.dumps(boom))  # a valid header in front of a pickle
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(tmp_path, "item", "h1")
     assert not marker.exists()
-
-
-def test_state_file_cannot_point_outside_the_folder(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path, "item", "h1", sample())
-    meta = json.loads((tmp_path / META_NAME).read_text())
-    meta["state_file"] = "../../etc/passwd.safetensors"
-    (tmp_path / META_NAME).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="invalid state_file"):
-        load_checkpoint(tmp_path, "item", "h1")

@@ -14,7 +14,8 @@ import torch
 from fedspec.config import make_spec
 from fedspec.errors import AggregationError, LeaseLost
 from fedspec.fl import client as client_mod
-from fedspec.fl.checkpoint import read_meta
+from fedspec.checkpoint_file import NAME as CHECKPOINT
+from fedspec.checkpoint_file import read_header
 from fedspec.fl.client import TrainSettings, train_local
 from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, trainable_names
 from fedspec.fl.loop import checkpoint_dir, results_path, run_experiment
@@ -45,7 +46,7 @@ def test_interrupted_and_resumed_run_gives_identical_csv(tmp_path: Path, digits,
     run_experiment(spec, "ref", tmp_path / "a", task=digits)
 
     def stop_after_round_two(kind: str) -> None:
-        meta = read_meta(checkpoint_dir(tmp_path / "b", "ref"))
+        meta = read_header(checkpoint_dir(tmp_path / "b", "ref"))
         if kind == "checkpoint" and meta and meta["round"] == 2:
             raise LeaseLost("simulated stop")
 
@@ -64,14 +65,14 @@ def test_kill_9_at_a_random_moment_then_resume_gives_identical_csv(tmp_path: Pat
     assert ref.returncode == 0, ref.stderr
     root = tmp_path / "killed"
     proc = subprocess.Popen(fedspec_cmd(*args, "--root", str(root)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta_path = checkpoint_dir(root, "fedspec_dirichlet_alpha0.5") / "checkpoint.json"
+    meta_path = checkpoint_dir(root, "fedspec_dirichlet_alpha0.5") / CHECKPOINT
     deadline = time.time() + 120
     while not meta_path.exists() and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(float(np.random.default_rng().uniform(0, 0.5)))  # somewhere inside a later round
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    meta = read_meta(meta_path.parent)
+    meta = read_header(meta_path.parent)
     assert meta is not None and meta["round"] < rounds, "the run finished before the kill; the test proves nothing"
     again = subprocess.run(fedspec_cmd(*args, "--root", str(root)), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -125,7 +126,7 @@ def test_out_of_memory_halves_batch_size(tmp_path: Path, digits, monkeypatch) ->
     spec = make_spec(batch_size=16, parallel_clients="off", **{**SMALL, "rounds": 2})
     run_experiment(spec, "o", tmp_path, task=digits)
     assert seen[:3] == [16, 8, 4] and set(seen[3:]) == {4}
-    assert read_meta(checkpoint_dir(tmp_path, "o"))["batch_size"] == 4
+    assert read_header(checkpoint_dir(tmp_path, "o"))["batch_size"] == 4
     assert [int(r["clients_failed"]) for r in read_rows(results_path(tmp_path, "o"))] == [0, 0]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedspec.fl.checkpoint import Checkpoint, save_checkpoint
 from fedspec.plots.data import load_results, summarize
 from fedspec.results import to_csv_text
 from tests.conftest import fedspec_cmd
@@ -40,8 +41,7 @@ def root(tmp_path: Path) -> Path:
         (res / f"{name}.csv").write_text(to_csv_text(rs))
     (res / "fedspec_dirichlet_alpha0.5_seed1 (Mac's conflicted copy 2026-01-02).csv").write_text(to_csv_text(rows("fedspec", 0.5, 1, [0.0])))
     ck = tmp_path / "checkpoints_distributed" / "fedspec_dirichlet_alpha0.1_seed1"
-    ck.mkdir(parents=True)
-    (ck / "checkpoint.json").write_text(json.dumps({"format": 1, "round": 2, "rows": rows("fedspec", 0.1, 1, [0.3, 0.4])}))
+    save_checkpoint(ck, ck.name, "h", Checkpoint(round=2, state={}, aggregator={}, batch_size=16, rows=rows("fedspec", 0.1, 1, [0.3, 0.4])))
     queue = {"format": 1, "items": [{"id": k, "spec": {"task": "digits", "clients": 5, "min_client_size": 10}} for k in files]}
     (tmp_path / "distributed_work").mkdir()
     (tmp_path / "distributed_work" / "work_queue.json").write_text(json.dumps(queue))

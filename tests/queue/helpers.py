@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from fedspec.checkpoint_file import read_header
+from fedspec.errors import CheckpointError
 from tests.conftest import fedspec_cmd
 
 FAST = ["--lease-ttl", "2", "--heartbeat", "0.4", "--settle", "0", "--poll", "0.3"]
@@ -34,9 +36,10 @@ def start_worker(root: Path, name: str, *extra: str, grid: Path | None = None, l
 
 def checkpoint_round(root: Path, item: str) -> int:
     try:
-        return int(json.loads((root / "checkpoints_distributed" / item / "checkpoint.json").read_text())["round"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        meta = read_header(root / "checkpoints_distributed" / item)
+    except CheckpointError:
         return 0
+    return meta["round"] if meta else 0
 
 
 def wait_for(predicate, timeout: float = 120.0, step: float = 0.02) -> bool:

@@ -154,14 +154,14 @@ def test_truncated_checkpoint_fails_the_attempt_with_a_clear_reason(tmp_path: Pa
     root = tmp_path / "root"
     ckpt = root / "checkpoints_distributed" / "fedavg_dirichlet_alpha0.5"
     ckpt.mkdir(parents=True)
-    (ckpt / "checkpoint.json").write_text('{"format": 1, "round": 1, "ite')
+    (ckpt / "checkpoint.safetensors").write_bytes(b'\x20\x00\x00\x00\x00\x00\x00\x00{"__metadata__": {"fedspec": "{')
     res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "w1", "--lease-ttl", "4",
                                      "--heartbeat", "1"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "Traceback" not in res.stderr
     report = json.loads(subprocess.run(fedspec_cmd("status", "--root", str(root), "--json"), capture_output=True, text=True).stdout)
     (st,) = report["items"]
     assert st["state"] == "failed" and st["attempts"] == 3 and "torn or foreign checkpoint" in st["error"]
-    assert (ckpt / "checkpoint.json").read_text() == '{"format": 1, "round": 1, "ite'  # nothing overwritten
+    assert (ckpt / "checkpoint.safetensors").read_bytes().endswith(b'"fedspec": "{')  # nothing overwritten
 
 
 def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> None:
