@@ -70,6 +70,8 @@ class ExperimentSpec(BaseModel):
     grad_clip: Optional[float] = Field(1.0, gt=0, description="max gradient norm; None disables")
     client_retries: int = Field(1, ge=0, le=10, description="retries of a failing client before it is skipped")
     max_train_samples: Optional[int] = Field(None, ge=1, description="use a subset of the training data")
+    group_by_length: bool = Field(
+        True, description="text tasks: batch sequences of similar length together (less padding; digits ignores it)")
     parallel_clients: Literal["auto", "on", "off"] = Field(
         "auto", description="train a round's clients together with vmap (auto: small models on fixed-size inputs)")
     device: Device = "auto"

@@ -33,6 +33,7 @@ def run(
     grad_clip: Optional[float] = typer.Option(1.0, help="Max gradient norm (0 disables)."),
     client_retries: int = typer.Option(1, help="Retries of a failing client before it is skipped for the round."),
     max_train_samples: Optional[int] = typer.Option(None, help="Train on a fixed subset of this many samples."),
+    group_by_length: bool = typer.Option(True, help="Text tasks: batch tweets/sentences of similar length together (less padding)."),
     parallel_clients: str = typer.Option("auto", help="Train a round's clients together with vmap: auto (small fixed-size models), on, off."),
     seed: int = typer.Option(42, help="Seed of the partition, client sampling and training."),
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
@@ -52,7 +53,7 @@ def run(
         rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, rank=rank,
         max_rank=max_rank, rank_step=rank_step, tail_threshold=tail_threshold, lora_alpha=lora_alpha,
         min_client_size=min_client_size, grad_clip=grad_clip or None, client_retries=client_retries,
-        max_train_samples=max_train_samples, parallel_clients=parallel_clients, seed=seed, device=device,
+        max_train_samples=max_train_samples, group_by_length=group_by_length, parallel_clients=parallel_clients, seed=seed, device=device,
     )
     item_id = check_item_id(name or spec.item_id(), "--name")
     root = writable_root(root)

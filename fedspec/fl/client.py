@@ -19,7 +19,7 @@ from torch import nn
 
 from fedspec.fl.device import empty_cache, is_out_of_memory
 from fedspec.fl.lora import LoraPair, State, get_state, is_finite, mask_model_, set_state
-from fedspec.fl.tasks.base import Batch, Examples
+from fedspec.fl.tasks.base import Batch, Examples, epoch_batches
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class TrainSettings:
     grad_clip: float | None
     rank: int
     pairs: list[LoraPair]
+    group_by_length: bool = False  # text: batch sequences of similar length (see tasks.base.epoch_batches)
 
 
 def derive_seed(*parts: int) -> int:
@@ -81,8 +82,8 @@ def train_local(
     losses: list[float] = []
     for _ in range(settings.local_epochs):
         order = indices[torch.randperm(len(indices), generator=gen).numpy()]
-        for begin in range(0, len(order), settings.batch_size):
-            batch = data.batch(order[begin : begin + settings.batch_size], device)
+        for chosen in epoch_batches(data, order, settings.batch_size, settings.group_by_length):
+            batch = data.batch(chosen, device)
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(logits(model, batch), batch["labels"])
             value = float(loss.detach())

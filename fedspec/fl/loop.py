@@ -150,6 +150,7 @@ def run_experiment(
             grad_clip=spec.grad_clip,
             rank=aggregator.rank,
             pairs=pairs,
+            group_by_length=spec.group_by_length,
         )
         rank_before = aggregator.rank
         sampled = _sample_clients(spec, rnd)

@@ -85,3 +85,22 @@ def test_tweets_minilm_loads_from_installed_packages_and_trains(tmp_path: Path) 
     run_experiment(spec, "t", tmp_path, task=task)
     (row,) = read_rows(results_path(tmp_path, "t"))
     assert int(row["clients_ok"]) == 2 and float(row["test_accuracy"]) > 0.2
+
+
+def test_length_grouped_batches_see_every_example_once_and_pad_less() -> None:
+    from fedspec.fl.tasks.base import TensorExamples, TokenExamples, epoch_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1000)
+    data = TokenExamples([[5] * int(n) for n in lengths], np.zeros(1000, dtype=np.int64))
+    order = rng.permutation(1000)
+    plain = epoch_batches(data, order, 16)
+    grouped = epoch_batches(data, order, 16, group_by_length=True)
+    assert [len(b) for b in grouped] == [len(b) for b in plain]
+    assert sorted(np.concatenate(grouped).tolist()) == list(range(1000))
+    # Chunks of 50 batches keep the shuffle: the first 800 examples of the order fill the first 50 batches.
+    assert set(np.concatenate(grouped[:50]).tolist()) == set(order[:800].tolist())
+    padded = {name: sum(len(b) * lengths[b].max() for b in bs) for name, bs in (("plain", plain), ("grouped", grouped))}
+    assert padded["grouped"] < 0.7 * padded["plain"]  # random batches pad to ~their max, grouped ones to ~their mean
+    features = TensorExamples(torch.zeros(1000, 2), np.zeros(1000, dtype=np.int64))
+    assert all(np.array_equal(a, b) for a, b in zip(epoch_batches(features, order, 16, True), plain))  # fixed size: untouched

@@ -31,12 +31,11 @@ def normalize(weights: list[float]) -> list[float]:
 def weighted_average(states: list[State], weights: list[float], names: list[str] | None = None) -> State:
     """Σ wᵢ stateᵢ[name] for every name (weights already normalized), in float64 then back to float32."""
     names = list(states[0]) if names is None else names
+    w = torch.tensor(weights, dtype=torch.float64)
     out: State = {}
     for name in names:
-        acc = torch.zeros_like(states[0][name], dtype=torch.float64)
-        for w, st in zip(weights, states):
-            acc += w * st[name].to(torch.float64)
-        out[name] = acc.to(torch.float32)
+        stacked = torch.stack([st[name] for st in states]).to(torch.float64)  # one op per tensor, not per client
+        out[name] = torch.tensordot(w, stacked, dims=1).to(torch.float32)
     return out
 
 

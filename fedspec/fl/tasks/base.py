@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -51,6 +52,11 @@ class TokenExamples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Tokens per example."""
+        return np.fromiter((len(r) for r in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
     def batch(self, indices: np.ndarray | list[int], device: torch.device) -> Batch:
         rows = [self.input_ids[int(i)] for i in indices]
         width = max(len(r) for r in rows)
@@ -61,6 +67,26 @@ class TokenExamples:
             mask[j, : len(r)] = 1
         labels = torch.as_tensor(self.labels[np.asarray(indices)], dtype=torch.long)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+# Length grouping sorts chunks of this many batches (Hugging Face's LengthGroupedSampler uses 50 too).
+LENGTH_GROUP_BATCHES = 50
+
+
+def epoch_batches(data: Examples, order: np.ndarray, batch_size: int, group_by_length: bool = False) -> list[np.ndarray]:
+    """Cut one epoch's shuffled ``order`` into batches.
+
+    With ``group_by_length`` (text only), each chunk of ``LENGTH_GROUP_BATCHES``
+    batches of the shuffled order is sorted by length, longest first, before it
+    is cut: a batch then holds sequences of similar length and is padded to
+    little more than their mean instead of to the longest of a random draw.
+    Every example is still seen once per epoch, and the chunks stay random.
+    """
+    if group_by_length and isinstance(data, TokenExamples) and len(order):
+        chunk = batch_size * LENGTH_GROUP_BATCHES
+        parts = [order[s : s + chunk] for s in range(0, len(order), chunk)]
+        order = np.concatenate([p[np.argsort(-data.lengths[p], kind="stable")] for p in parts])
+    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
 
 
 @dataclass
