@@ -135,10 +135,14 @@ def train_clients_batched(
             exp_avg_sq[n] = torch.where(a, v_new, exp_avg_sq[n])
         loss_sum += torch.where(active, losses.detach().cpu().double(), torch.zeros_like(loss_sum))
         loss_count += active.double()
+    # One op per tensor instead of one per tensor and client: unbind gives each client a view of the stack.
+    per_client = {n: params[n].detach().to("cpu", torch.float32).unbind(0) for n in names}
+    finite = torch.stack([torch.isfinite(params[n]).flatten(1).all(1) for n in names]).all(0).tolist()
     results = []
     for c in range(k):
-        state = {n: params[n][c].detach().to("cpu", torch.float32).clone() for n in names}
-        mean = float(loss_sum[c] / loss_count[c]) if loss_count[c] > 0 else math.nan
+        state = {n: per_client[n][c] for n in names}
+        # A client whose update is not finite reports a NaN loss: the loop retries it alone.
+        mean = float(loss_sum[c] / loss_count[c]) if loss_count[c] > 0 and finite[c] else math.nan
         results.append(LocalResult(state=state, num_samples=len(client_indices[c]), mean_loss=mean))
     return results
 

@@ -31,7 +31,7 @@ from fedspec.fl.aggregators import make_aggregator
 from fedspec.fl.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint
 from fedspec.fl.client import ClientFailed, LocalResult, TrainSettings, derive_seed, evaluate, train_client
 from fedspec.fl.device import default_batch_size, resolve_device
-from fedspec.fl.lora import get_state, is_finite, lora_pairs, mask_inactive, state_bytes, trainable_names
+from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, state_bytes, trainable_names
 from fedspec.fl.partition import partition
 from fedspec.fl.tasks import TaskData, load_task
 from fedspec.results import write_results
@@ -251,8 +251,8 @@ def _train_together(model, task: TaskData, client_indices, sampled: list[int], s
     except Exception as err:  # noqa: BLE001 - e.g. out of memory: the sequential path has its own handling
         log.warning("round %d: training clients together failed (%s); training them one by one", rnd, err)
         return {}
-    # A client whose update is not finite is retried alone, with the sequential path's retries.
-    return {k: r for k, r in zip(sampled, out) if math.isfinite(r.mean_loss) and is_finite(r.state)}
+    # A client whose loss or update is not finite (NaN mean loss) is retried alone, with the sequential path's retries.
+    return {k: r for k, r in zip(sampled, out) if math.isfinite(r.mean_loss)}
 
 
 def _sample_clients(spec: ExperimentSpec, rnd: int) -> list[int]:

@@ -62,3 +62,18 @@ def test_whole_runs_agree_between_batched_and_sequential(tmp_path: Path, digits)
     for a, b in zip(on, off):
         assert abs(float(a["test_accuracy"]) - float(b["test_accuracy"])) <= 0.01
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+
+
+def test_a_client_whose_update_is_not_finite_reports_a_nan_loss(digits) -> None:
+    model = digits.build_model(8, 2.0)
+    pairs = lora_pairs(trainable_names(model))
+    start = mask_inactive(get_state(model), pairs, 4)
+    # One step each: the loss is computed before the update, so it is finite; an infinite lr makes the update not.
+    blown = TrainSettings(1, 16, "adamw", float("inf"), 1.0, 4, pairs)
+    fine = TrainSettings(1, 16, "adamw", 5e-3, 1.0, 4, pairs)
+    clients, seeds = [np.arange(0, 16), np.arange(16, 32)], [1, 2]
+    cpu = torch.device("cpu")
+    bad = train_clients_batched(model, digits.logits, digits.train, clients, start, blown, seeds, cpu)
+    good = train_clients_batched(model, digits.logits, digits.train, clients, start, fine, seeds, cpu)
+    assert all(np.isnan(r.mean_loss) for r in bad)  # the loop retries these alone
+    assert all(np.isfinite(r.mean_loss) for r in good)
