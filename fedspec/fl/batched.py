@@ -68,17 +68,23 @@ def train_clients_batched(
     seeds: list[int],
     device: torch.device,
 ) -> list[LocalResult]:
-    """Train every client from ``start`` at once; returns one result per client, in order."""
+    """Train every client from ``start`` at once; returns one result per client, in order.
+
+    Each client's trainable tensors live in one row of a [clients, P] matrix,
+    so gradient clipping and the Adam update are a dozen whole-matrix ops per
+    step whatever the number of tensors (one set per tensor cost more than
+    the vmapped forward/backward itself).
+    """
     set_state(model, start)
     model.train()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
+    shapes = [start[n].shape for n in names]
+    sizes = [start[n].numel() for n in names]
     k = len(client_indices)
-    params = {n: start[n].to(device).unsqueeze(0).repeat(k, *([1] * start[n].dim())).clone() for n in names}
-    exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
-    exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
-    masks = _rank_masks(names, params, settings)
+    params = torch.cat([start[n].reshape(-1) for n in names]).to(device).unsqueeze(0).repeat(k, 1)  # [k, P]
+    exp_avg = torch.zeros_like(params)
+    exp_avg_sq = torch.zeros_like(params)
+    mask = _rank_mask(names, shapes, settings).to(device)  # [P], 0 beyond the active LoRA rank
 
     plans = [_client_batches(idx, settings, s) for idx, s in zip(client_indices, seeds)]
     steps = max(len(p) for p in plans)
@@ -86,15 +92,16 @@ def train_clients_batched(
     feat = data.features
     labels_all = torch.as_tensor(data.labels, dtype=torch.long)
 
-    def loss_fn(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, ({**frozen, **p}, buffers), (x,))
+    def loss_fn(p: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        named = {n: part.view(shape) for n, shape, part in zip(names, shapes, torch.split(p, sizes))}
+        out = functional_call(model, named, (x,), tie_weights=False)  # frozen tensors and buffers stay the module's own
         per = nn.functional.cross_entropy(out, y, reduction="none")
         return (per * w).sum() / w.sum().clamp_min(1.0)
 
     grad_fn = vmap(grad_and_value(loss_fn))
     loss_sum = torch.zeros(k, dtype=torch.float64)
     loss_count = torch.zeros(k, dtype=torch.float64)
-    t = torch.zeros(k, device=device)
+    t = torch.zeros(k, 1, device=device)
     lr = settings.lr
     b1, b2 = ADAM_BETAS
     # All batches of all clients as one index tensor [steps, clients, batch] (-1 = padding).
@@ -109,35 +116,26 @@ def train_clients_batched(
     w_all = weights_all.to(device)
     active_all = weights_all.sum(-1) > 0  # [steps, clients]
     for step in range(steps):
-        x, y, w = x_all[step], y_all[step], w_all[step]
         active = active_all[step]
-        act = active.to(device)
-        grads, losses = grad_fn(params, x, y, w)
-        if settings.grad_clip is not None:
-            sq = sum(g.pow(2).flatten(1).sum(1) for g in grads.values())
-            coef = (settings.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-            grads = {n: g * coef.view(-1, *([1] * (g.dim() - 1))) for n, g in grads.items()}
+        act = active.to(device).unsqueeze(1)  # [k, 1]: padded steps of finished clients change nothing
+        grads, losses = grad_fn(params, x_all[step], y_all[step], w_all[step])
+        if settings.grad_clip is not None:  # per client, like clip_grad_norm_ over all its tensors
+            grads = grads * (settings.grad_clip / (grads.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)).clamp(max=1.0)
         t = t + act.to(t.dtype)
         bc1 = 1 - b1 ** t.clamp_min(1)
         bc2 = 1 - b2 ** t.clamp_min(1)
-        for n in names:
-            shape = (-1, *([1] * (params[n].dim() - 1)))
-            a = act.view(shape)
-            g = grads[n]
-            m_new = exp_avg[n] * b1 + g * (1 - b1)
-            v_new = exp_avg_sq[n] * b2 + g * g * (1 - b2)
-            denom = (v_new.sqrt() / bc2.sqrt().view(shape)) + ADAM_EPS
-            p_new = params[n] - (lr / bc1.view(shape)) * m_new / denom
-            if n in masks:
-                p_new = p_new * masks[n]
-            params[n] = torch.where(a, p_new, params[n])
-            exp_avg[n] = torch.where(a, m_new, exp_avg[n])
-            exp_avg_sq[n] = torch.where(a, v_new, exp_avg_sq[n])
+        m_new = exp_avg * b1 + grads * (1 - b1)
+        v_new = exp_avg_sq * b2 + grads * grads * (1 - b2)
+        p_new = (params - (lr / bc1) * m_new / (v_new.sqrt() / bc2.sqrt() + ADAM_EPS)) * mask
+        params = torch.where(act, p_new, params)
+        exp_avg = torch.where(act, m_new, exp_avg)
+        exp_avg_sq = torch.where(act, v_new, exp_avg_sq)
         loss_sum += torch.where(active, losses.detach().cpu().double(), torch.zeros_like(loss_sum))
         loss_count += active.double()
-    # One op per tensor instead of one per tensor and client: unbind gives each client a view of the stack.
-    per_client = {n: params[n].detach().to("cpu", torch.float32).unbind(0) for n in names}
-    finite = torch.stack([torch.isfinite(params[n]).flatten(1).all(1) for n in names]).all(0).tolist()
+    flat = params.detach().to("cpu", torch.float32)
+    # One op per tensor, not per tensor and client: each client's tensor is a view of the unstacked copy.
+    per_client = {n: part.reshape(k, *shape).unbind(0) for n, shape, part in zip(names, shapes, torch.split(flat, sizes, dim=1))}
+    finite = torch.isfinite(flat).all(1).tolist()
     results = []
     for c in range(k):
         state = {n: per_client[n][c] for n in names}
@@ -147,14 +145,10 @@ def train_clients_batched(
     return results
 
 
-def _rank_masks(names: list[str], params: dict[str, torch.Tensor], settings: TrainSettings) -> dict[str, torch.Tensor]:
-    """0/1 masks that hold LoRA components beyond the active rank at zero (broadcast over clients)."""
-    masks = {}
+def _rank_mask(names: list[str], shapes: list[torch.Size], settings: TrainSettings) -> torch.Tensor:
+    """Flat 0/1 mask over every trainable tensor that holds LoRA components beyond the active rank at zero."""
+    parts = {n: torch.ones(shape) for n, shape in zip(names, shapes)}
     for pair in settings.pairs:
-        a, b = params[pair.a], params[pair.b]
-        ma = torch.zeros_like(a[0])
-        ma[: settings.rank] = 1
-        mb = torch.zeros_like(b[0])
-        mb[:, : settings.rank] = 1
-        masks[pair.a], masks[pair.b] = ma, mb
-    return masks
+        parts[pair.a][settings.rank :] = 0
+        parts[pair.b][:, settings.rank :] = 0
+    return torch.cat([parts[n].reshape(-1) for n in names])
