@@ -2,9 +2,11 @@
 
 For small models a client's step is a handful of tiny matrix products, and
 running ten clients one after another is mostly Python and dispatch overhead.
-Here every trainable tensor gets a leading client dimension; one vmapped
-forward/backward computes all clients' gradients at once, and Adam(W) with
-gradient clipping and the LoRA rank mask is applied functionally.
+Here each client's trainable tensors are one row of a [clients, P] matrix;
+one vmapped forward and one ordinary backward compute every client's
+gradients at once, and Adam(W) with gradient clipping and the LoRA rank mask
+is applied to the whole matrix.  (Only the forward is vmapped:
+``torch.func.grad`` would import torch._dynamo, 1-2 s per process.)
 
 Each client sees exactly the batches it would see alone (same seed, same
 order).  Batches are padded to the batch size with zero-weight samples, and
@@ -25,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from fedspec.fl.client import LocalResult, TrainSettings
 from fedspec.fl.lora import State, set_state
@@ -92,13 +94,21 @@ def train_clients_batched(
     feat = data.features
     labels_all = torch.as_tensor(data.labels, dtype=torch.long)
 
-    def loss_fn(p: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def client_logits(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         named = {n: part.view(shape) for n, shape, part in zip(names, shapes, torch.split(p, sizes))}
-        out = functional_call(model, named, (x,), tie_weights=False)  # frozen tensors and buffers stay the module's own
-        per = nn.functional.cross_entropy(out, y, reduction="none")
-        return (per * w).sum() / w.sum().clamp_min(1.0)
+        return functional_call(model, named, (x,), tie_weights=False)  # frozen tensors and buffers stay the module's own
 
-    grad_fn = vmap(grad_and_value(loss_fn))
+    # vmap only the forward; plain autograd differentiates through it.  The clients' rows of the
+    # parameter matrix are independent, so the gradient of the summed losses is every client's own.
+    all_logits = vmap(client_logits)
+
+    def grads_and_losses(p: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = p.detach().requires_grad_(True)
+        out = all_logits(p, x)  # [k, batch, classes]
+        per = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view_as(w)
+        losses = (per * w).sum(1) / w.sum(1).clamp_min(1.0)  # each client's mean over its real samples
+        (grads,) = torch.autograd.grad(losses.sum(), p)
+        return grads, losses.detach()
     loss_sum = torch.zeros(k, dtype=torch.float64)
     loss_count = torch.zeros(k, dtype=torch.float64)
     t = torch.zeros(k, 1, device=device)
@@ -118,7 +128,7 @@ def train_clients_batched(
     for step in range(steps):
         active = active_all[step]
         act = active.to(device).unsqueeze(1)  # [k, 1]: padded steps of finished clients change nothing
-        grads, losses = grad_fn(params, x_all[step], y_all[step], w_all[step])
+        grads, losses = grads_and_losses(params, x_all[step], y_all[step], w_all[step])
         if settings.grad_clip is not None:  # per client, like clip_grad_norm_ over all its tensors
             grads = grads * (settings.grad_clip / (grads.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)).clamp(max=1.0)
         t = t + act.to(t.dtype)
