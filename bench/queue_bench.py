@@ -115,9 +115,13 @@ def bench_scaling() -> tuple[list[tuple], bool]:
             root = str(Path(tmp) / label)
             subprocess.run([*fedspec, "worker", "--root", root, "--grid", str(grid), "--max-items", "0"], check=True, capture_output=True)
             t0 = time.perf_counter()
-            procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for w in workers]
-            assert all(p.wait() == 0 for p in procs)
+            procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True) for w in workers]
+            outputs = [p.communicate()[0] for p in procs]
             walls[label] = time.perf_counter() - t0
+            for w, p, out in zip(workers, procs, outputs):
+                if p.returncode != 0:
+                    raise SystemExit(f"worker {w[1]} exited with {p.returncode}:\n{out[-4000:]}")
     ratio = walls["two"] / walls["one"]
     return [("quick.toml: two workers / one worker", f"{walls['two']:.1f} s / {walls['one']:.1f} s = {ratio:.2f}",
              "<= 0.60", "met" if ratio <= 0.6 else "MISSED")], ratio <= 0.6
