@@ -90,6 +90,13 @@ def write_grid(path: Path, *, methods: list[str], alphas: list[float], seeds: li
     return path
 
 
+def wait_for_idle_peer(log: Path, holder_round, rounds: int) -> None:
+    """Wait until a ``--wait`` peer says it is idle, with the holder still mid-item (else the fault tests nothing)."""
+    wait_until(lambda: log.exists() and "waiting:" in log.read_text(errors="replace"), "the peer to start and idle")
+    if holder_round() >= rounds - 5:
+        raise RuntimeError(f"the holder reached round {holder_round()} of {rounds} before the fault; raise the scenario's rounds")
+
+
 def worker(root: Path, name: str, args: list[str], log: Path, prefix: list[str] | None = None) -> subprocess.Popen:
     out = open(log, "a")
     return subprocess.Popen([*(prefix or []), *FEDSPEC, "worker", "--root", str(root), "--name", name, "--threads", "1", *args],
@@ -224,7 +231,7 @@ def scenario_chaos(tmp: Path, seed: int, quick: bool, report: Report) -> None:
 
 # --------------------------------------------------------------------------- scenario 2: sleepers
 def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None:
-    rounds = 150
+    rounds = 600  # ~40 ms each on 2 cores: the sleeper must still be mid-item when it is stopped
     grid = write_grid(tmp / "sleep.toml", methods=["fedspec"], alphas=[0.5], seeds=[seed], rounds=rounds, clients=10)
     ref = reference(tmp, grid)
     root = tmp / "sleepers"
@@ -254,7 +261,7 @@ def scenario_sleepers(tmp: Path, seed: int, quick: bool, report: Report) -> None
     sleeper = worker(root, "a-sleeper", args, tmp / "sleeper.log")
     wait_until(lambda: commits and commits[-1][2] >= 3, "the sleeper's third round")
     peer = worker(root, "b-peer", [*args, "--wait"], tmp / "peer.log")  # idle: the only item is held
-    time.sleep(8)  # let the peer start and watch the holder's heartbeat
+    wait_for_idle_peer(tmp / "peer.log", lambda: commits[-1][2] if commits else 0, rounds)
     os.killpg(sleeper.pid, signal.SIGSTOP)
     t_stop = time.time()
     claims = root / "distributed_work" / "claims" / item
@@ -494,7 +501,8 @@ def scenario_security(tmp: Path, seed: int, quick: bool, report: Report) -> None
 
 def scenario_takeover(tmp: Path, seed: int, quick: bool, report: Report) -> None:
     """kill -9 of a holder while a peer idles: time until the peer resumes, rounds lost."""
-    grid = write_grid(tmp / "take.toml", methods=["fedspec"], alphas=[0.5], seeds=[seed], rounds=150, clients=10)
+    rounds = 600  # ~40 ms each on 2 cores: the holder must still be mid-item when it is killed
+    grid = write_grid(tmp / "take.toml", methods=["fedspec"], alphas=[0.5], seeds=[seed], rounds=rounds, clients=10)
     root = tmp / "takeover"
     create_queue(root, grid)
     (item,) = [i["id"] for i in status(root)["items"]]
@@ -512,7 +520,7 @@ def scenario_takeover(tmp: Path, seed: int, quick: bool, report: Report) -> None
     holder = worker(root, "a-holder", args, tmp / "holder.log")
     wait_until(lambda: ckpt_round() >= 3, "the holder's third round")
     peer = worker(root, "b-peer", [*args, "--wait"], tmp / "peer.log")
-    time.sleep(8)
+    wait_for_idle_peer(tmp / "peer.log", ckpt_round, rounds)
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait()
     t_kill, at_kill = time.time(), ckpt_round()
