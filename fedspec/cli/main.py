@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 
 import typer
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script wrapper: exits with :func:`main`'s code."""
+    # At exit the interpreter's last garbage collection walks every object of
+    # torch's modules: 0.4-0.8 s per process once torch._dynamo is loaded.
+    # Frozen objects are skipped; files are closed and logs flushed as usual.
+    atexit.register(gc.freeze)
     sys.exit(main())
 
 
