@@ -14,6 +14,11 @@ clients with fewer steps are padded with no-op steps, so the loss of every
 real batch is the mean over its real samples and padded steps change nothing.
 The result equals the sequential path up to float rounding (tested).
 
+A single client (centralized training) takes the same path without vmap:
+its steps are ~10 % faster than with torch.optim, whose first optimizer
+imports torch._dynamo (1.1-1.4 s per worker process, longer than a whole
+quick.toml item).
+
 Only for fixed-size inputs (``TensorExamples``), Adam/AdamW and models small
 enough to pay; :func:`batching_applies` decides, the loop falls back to
 sequential training otherwise (and for a client whose update is not finite).
@@ -100,7 +105,11 @@ def train_clients_batched(
 
     # vmap only the forward; plain autograd differentiates through it.  The clients' rows of the
     # parameter matrix are independent, so the gradient of the summed losses is every client's own.
-    all_logits = vmap(client_logits)
+    if k > 1:
+        all_logits = vmap(client_logits)
+    else:  # one client (centralized training): the same step without vmap's per-call cost
+        def all_logits(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return client_logits(p[0], x[0]).unsqueeze(0)
 
     def grads_and_losses(p: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = p.detach().requires_grad_(True)

@@ -243,7 +243,7 @@ def _train_together(model, task: TaskData, client_indices, sampled: list[int], s
     """Clients trained in one vmapped pass where that applies; the rest (or all, on any error) go sequential."""
     from fedspec.fl.batched import batching_applies, train_clients_batched
 
-    if len(sampled) < 2 or not batching_applies(model, task.train, settings, spec.parallel_clients):
+    if not batching_applies(model, task.train, settings, spec.parallel_clients):
         return {}
     try:
         out = train_clients_batched(model, task.logits, task.train, [client_indices[k] for k in sampled], state,

@@ -22,15 +22,19 @@ def digits():
     return load_task("digits")
 
 
-@pytest.mark.parametrize("optimizer, clip", [("adamw", 1.0), ("adam", None)])
-def test_batched_clients_equal_sequential_clients(digits, optimizer: str, clip) -> None:
+# Uneven client sizes: batches of different lengths and different numbers of steps.
+UNEVEN = [np.arange(0, 37), np.arange(40, 140), np.arange(200, 216), np.arange(300, 301)]
+SINGLE = [np.arange(0, 300)]  # one client (centralized training): the path without vmap
+
+
+@pytest.mark.parametrize("optimizer, clip, clients", [("adamw", 1.0, UNEVEN), ("adam", None, UNEVEN), ("adamw", 1.0, SINGLE)],
+                         ids=["adamw-clip", "adam", "one-client"])
+def test_batched_clients_equal_sequential_clients(digits, optimizer: str, clip, clients) -> None:
     torch.manual_seed(0)
     model = digits.build_model(8, 2.0)
     pairs = lora_pairs(trainable_names(model))
     start = mask_inactive(get_state(model), pairs, 4)
-    # Uneven client sizes: batches of different lengths and different numbers of steps.
-    clients = [np.arange(0, 37), np.arange(40, 140), np.arange(200, 216), np.arange(300, 301)]
-    seeds = [11, 12, 13, 14]
+    seeds = [11, 12, 13, 14][: len(clients)]
     settings = TrainSettings(2, 16, optimizer, 5e-3, clip, 4, pairs)
     cpu = torch.device("cpu")
     together = train_clients_batched(model, digits.logits, digits.train, clients, start, settings, seeds, cpu)
@@ -54,8 +58,9 @@ def test_auto_mode_uses_batching_for_small_fixed_size_models_only(digits) -> Non
     assert not batching_applies(model, digits.train, sgd, "auto")  # momentum SGD: sequential
 
 
-def test_whole_runs_agree_between_batched_and_sequential(tmp_path: Path, digits) -> None:
-    common = dict(clients=5, rounds=3, alpha=0.5, min_client_size=5)
+@pytest.mark.parametrize("method", ["fedavg", "centralized"])
+def test_whole_runs_agree_between_batched_and_sequential(tmp_path: Path, digits, method: str) -> None:
+    common = dict(method=method, clients=5, rounds=3, alpha=0.5, min_client_size=5)
     run_experiment(make_spec(parallel_clients="on", **common), "x", tmp_path / "on", task=digits)
     run_experiment(make_spec(parallel_clients="off", **common), "x", tmp_path / "off", task=digits)
     on, off = read_rows(results_path(tmp_path / "on", "x")), read_rows(results_path(tmp_path / "off", "x"))
