@@ -134,9 +134,9 @@ def train_clients_batched(
     y_all = labels_all[safe].to(device)
     w_all = weights_all.to(device)
     active_all = weights_all.sum(-1) > 0  # [steps, clients]
+    act_all = active_all.to(device).unsqueeze(-1)  # [steps, clients, 1]: padded steps of finished clients change nothing
     for step in range(steps):
-        active = active_all[step]
-        act = active.to(device).unsqueeze(1)  # [k, 1]: padded steps of finished clients change nothing
+        active, act = active_all[step], act_all[step]
         grads, losses = grads_and_losses(params, x_all[step], y_all[step], w_all[step])
         if settings.grad_clip is not None:  # per client, like clip_grad_norm_ over all its tensors
             grads = grads * (settings.grad_clip / (grads.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)).clamp(max=1.0)

@@ -240,7 +240,7 @@ def _return_freed_memory() -> None:
 
 def _train_together(model, task: TaskData, client_indices, sampled: list[int], state, settings: TrainSettings,
                     spec: ExperimentSpec, rnd: int, dev: torch.device) -> dict[int, LocalResult]:
-    """Clients trained in one vmapped pass where that applies; the rest (or all, on any error) go sequential."""
+    """Clients trained together (batched.py; a single client too) where that applies; the rest (or all, on any error) go sequential."""
     from fedspec.fl.batched import batching_applies, train_clients_batched
 
     if not batching_applies(model, task.train, settings, spec.parallel_clients):
