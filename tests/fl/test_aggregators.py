@@ -115,3 +115,21 @@ def test_factored_svd_matches_dense_svd(shape: tuple[int, int, int, int]) -> Non
     gap, ideal = gap_to_ideal(bs, as_, w, b_f.float(), a_f.float())
     assert gap == pytest.approx(math.sqrt(float((dense.S[r:] ** 2).sum())), rel=1e-5)
     assert ideal == pytest.approx(float(dense.S.norm()), rel=1e-9)
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e-6])  # 1e-6: clients almost agree, the gap is ~1e-12 of the ideal
+@pytest.mark.parametrize("shape", [(128, 128, 4, 10), (64, 200, 8, 3)])
+def test_gap_is_the_same_from_the_dense_product_and_from_qr(shape: tuple[int, int, int, int], spread: float) -> None:
+    d_out, d_in, r, n = shape
+    gen = torch.Generator().manual_seed(2)
+    b0, a0 = torch.randn(d_out, r, generator=gen), torch.randn(r, d_in, generator=gen)
+    bs = [b0 + spread * torch.randn(d_out, r, generator=gen) for _ in range(n)]
+    as_ = [a0 + spread * torch.randn(r, d_in, generator=gen) for _ in range(n)]
+    w = [float(x) for x in torch.softmax(torch.randn(n, generator=gen), 0)]
+    b = sum(wi * x.double() for wi, x in zip(w, bs)).float()
+    a = sum(wi * x.double() for wi, x in zip(w, as_)).float()
+    exact = sum(wi * (x.double() @ y.double()) for wi, x, y in zip(w, bs, as_)) - b.double() @ a.double()
+    for dense in (True, False):
+        gap, ideal = gap_to_ideal(bs, as_, w, b, a, dense=dense)
+        assert gap == pytest.approx(float(exact.norm()), rel=1e-6)
+        assert ideal == pytest.approx(float((exact + b.double() @ a.double()).norm()), rel=1e-9)
