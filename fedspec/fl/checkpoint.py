@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors.numpy import save as save_arrays
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -81,7 +82,23 @@ class CheckpointWriter:
         }
         header = {"fedspec": json.dumps(meta, sort_keys=True, separators=(",", ":")), "rows": f"[{','.join(self._encoded_rows)}]"}
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_bytes(self.folder / NAME, save_tensors(state, metadata=header))
+        write_bytes(self.folder / NAME, _serialize(state, header))
+
+
+def _serialize(state: dict[str, torch.Tensor], header: dict[str, str]) -> bytes:
+    """The safetensors bytes of CPU tensors; through NumPy where every dtype has one.
+
+    ``safetensors.numpy.save`` writes the same layout as ``safetensors.torch.save``
+    at ~0.4× its cost for a digits state (115 vs 293 µs, mostly the torch
+    path's per-tensor pointer handling); bfloat16 has no NumPy dtype.
+    """
+    if all(t.dtype in _NUMPY_DTYPES for t in state.values()):
+        return save_arrays({k: t.numpy() for k, t in state.items()}, metadata=header)
+    return save_tensors(state, metadata=header)
+
+
+_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
+                 torch.uint8, torch.bool}
 
 
 def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint) -> None:

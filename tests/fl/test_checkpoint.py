@@ -140,3 +140,16 @@ def test_pickle_in_place_of_tensors_is_refused_without_running_it(tmp_path: Path
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(tmp_path, "item", "h1")
     assert not marker.exists()
+
+
+def test_float_states_go_through_numpy_and_give_torchs_bytes(tmp_path: Path) -> None:
+    state = {"w": torch.randn(3, 5), "n": torch.arange(4), "h": torch.randn(2, dtype=torch.float64)}
+    save_checkpoint(tmp_path, "item", "h1", Checkpoint(round=1, state=state, aggregator={}, batch_size=4))
+    blob = (tmp_path / NAME).read_bytes()
+    meta = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
+    reference = save_tensors(state, metadata=meta)  # what safetensors.torch writes for the same tensors and header
+    assert len(blob) == len(reference) and blob[-100:] == reference[-100:]
+    assert {k: v for k, v in json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).items() if k != "__metadata__"} == \
+        {k: v for k, v in json.loads(reference[8 : 8 + int.from_bytes(reference[:8], "little")]).items() if k != "__metadata__"}
+    got = load_checkpoint(tmp_path, "item", "h1")
+    assert got is not None and all(torch.equal(got.state[k], v) and got.state[k].dtype == v.dtype for k, v in state.items())
