@@ -6,9 +6,10 @@ claims:  8 processes claim items from one queue on a local folder until none is
          process (zero double claims).
 status:  ``fedspec status --json`` on a root of 500 items (a subprocess, imports included).
 scaling: ``fedspec worker`` on experiments/quick.toml, one worker against two on
-         the same machine (each of the two with --threads 1, the one with the default).
+         the same machine (each of the two with --threads 1, the one with the default),
+         3 pairs in alternating order, median ratio.
 
-    python bench/queue_bench.py [--items 400] [--procs 8] [--skip-scaling]
+    python bench/queue_bench.py [--items 400] [--procs 8] [--skip-scaling] [--scaling-repeats 3]
 """
 
 from __future__ import annotations
@@ -106,25 +107,36 @@ def bench_status(n_items: int = 500) -> tuple[list[tuple], bool]:
         return [(f"fedspec status --json, {n_items} items (best of 3)", f"{best:.2f} s", "< 1 s", "met" if best < 1 else "MISSED")], best < 1
 
 
-def bench_scaling() -> tuple[list[tuple], bool]:
+def bench_scaling(repeats: int = 3) -> tuple[list[tuple], bool]:
+    """One worker against two, ``repeats`` pairs run back to back in alternating order; the median ratio is judged.
+
+    A single pair swung from 0.48 to 0.80 on this (shared, 2-core) machine with
+    the code unchanged, so one pair says little.
+    """
     grid = REPO / "experiments" / "quick.toml"
     fedspec = [sys.executable, "-m", "fedspec.cli.main"]
-    walls = {}
+    setups = {"one": [["--name", "solo"]], "two": [["--name", "w1", "--threads", "1"], ["--name", "w2", "--threads", "1"]]}
+    pairs: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, workers in (("one", [["--name", "solo"]]), ("two", [["--name", "w1", "--threads", "1"], ["--name", "w2", "--threads", "1"]])):
-            root = str(Path(tmp) / label)
-            subprocess.run([*fedspec, "worker", "--root", root, "--grid", str(grid), "--max-items", "0"], check=True, capture_output=True)
-            t0 = time.perf_counter()
-            procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True) for w in workers]
-            outputs = [p.communicate()[0] for p in procs]
-            walls[label] = time.perf_counter() - t0
-            for w, p, out in zip(workers, procs, outputs):
-                if p.returncode != 0:
-                    raise SystemExit(f"worker {w[1]} exited with {p.returncode}:\n{out[-4000:]}")
-    ratio = walls["two"] / walls["one"]
-    return [("quick.toml: two workers / one worker", f"{walls['two']:.1f} s / {walls['one']:.1f} s = {ratio:.2f}",
-             "<= 0.60", "met" if ratio <= 0.6 else "MISSED")], ratio <= 0.6
+        for rep in range(repeats):
+            walls = {}
+            for label in ("one", "two") if rep % 2 == 0 else ("two", "one"):
+                root = str(Path(tmp) / f"{label}{rep}")
+                subprocess.run([*fedspec, "worker", "--root", root, "--grid", str(grid), "--max-items", "0"], check=True, capture_output=True)
+                t0 = time.perf_counter()
+                procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True) for w in setups[label]]
+                outputs = [p.communicate()[0] for p in procs]
+                walls[label] = time.perf_counter() - t0
+                for w, p, out in zip(setups[label], procs, outputs):
+                    if p.returncode != 0:
+                        raise SystemExit(f"worker {w[1]} exited with {p.returncode}:\n{out[-4000:]}")
+            pairs.append((walls["two"], walls["one"]))
+    ratios = sorted(two / one for two, one in pairs)
+    median = ratios[len(ratios) // 2]
+    shown = ", ".join(f"{two:.1f}/{one:.1f} s" for two, one in pairs)
+    return [(f"quick.toml: two workers / one worker (median of {repeats} pairs)", f"{median:.2f} ({shown}; range {ratios[0]:.2f}-{ratios[-1]:.2f})",
+             "<= 0.60", "met" if median <= 0.6 else "MISSED")], median <= 0.6
 
 
 def main() -> int:
@@ -135,13 +147,14 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=400)
     parser.add_argument("--procs", type=int, default=8)
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--scaling-repeats", type=int, default=3, help="pairs of one-worker and two-worker runs (median judged)")
     args = parser.parse_args()
     rows, ok = bench_claims(args.items, args.procs)
     r2, ok2 = bench_status()
     rows += r2
     ok &= ok2
     if not args.skip_scaling:
-        r3, ok3 = bench_scaling()
+        r3, ok3 = bench_scaling(args.scaling_repeats)
         rows += r3
         ok &= ok3
     print(table(rows, ("figure", "measured", "target", "")))
