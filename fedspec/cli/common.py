@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -31,7 +33,8 @@ def writable_root(root: Path) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RootError(f"{root}: cannot create root folder ({err.strerror})") from None
-    probe = root / ".fedspec-write-probe"
+    # One probe name per process: workers started together on one root would otherwise remove each other's probe.
+    probe = root / f".fedspec-write-probe.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
