@@ -85,6 +85,10 @@ class CheckpointWriter:
         write_bytes(self.folder / NAME, _serialize(state, header))
 
 
+_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
+                 torch.uint8, torch.bool}
+
+
 def _serialize(state: dict[str, torch.Tensor], header: dict[str, str]) -> bytes:
     """The safetensors bytes of CPU tensors; through NumPy where every dtype has one.
 
@@ -95,10 +99,6 @@ def _serialize(state: dict[str, torch.Tensor], header: dict[str, str]) -> bytes:
     if all(t.dtype in _NUMPY_DTYPES for t in state.values()):
         return save_arrays({k: t.numpy() for k, t in state.items()}, metadata=header)
     return save_tensors(state, metadata=header)
-
-
-_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
-                 torch.uint8, torch.bool}
 
 
 def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint) -> None:
