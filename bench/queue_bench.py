@@ -139,6 +139,12 @@ def bench_scaling(repeats: int = 3) -> tuple[list[tuple], bool]:
              "<= 0.60", "met" if median <= 0.6 else "MISSED")], median <= 0.6
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
@@ -147,7 +153,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=400)
     parser.add_argument("--procs", type=int, default=8)
     parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--scaling-repeats", type=int, default=3, help="pairs of one-worker and two-worker runs (median judged)")
+    parser.add_argument("--scaling-repeats", type=positive_int, default=3, help="pairs of one-worker and two-worker runs (median judged)")
     args = parser.parse_args()
     rows, ok = bench_claims(args.items, args.procs)
     r2, ok2 = bench_status()

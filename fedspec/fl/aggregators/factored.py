@@ -32,11 +32,9 @@ class ThinSVD:
 
 def stack_factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], coeffs: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``Σ c_j L_j R_j`` into one product ``L R`` (coefficients folded into L)."""
-    right = torch.cat(rights, dim=0).to(DTYPE)
-    if len({tuple(l.shape) for l in lefts}) == 1:  # the usual case: one scaled stack, not one op per factor
-        scaled = torch.stack(lefts).to(DTYPE) * torch.tensor(coeffs, dtype=DTYPE)[:, None, None]
-        return scaled.permute(1, 0, 2).reshape(lefts[0].shape[0], -1), right
-    return torch.cat([c * l.to(DTYPE) for c, l in zip(coeffs, lefts)], dim=1), right
+    # One scale per column of the stack: a few ops for any number of factors, not one per factor.
+    scale = torch.tensor(coeffs, dtype=DTYPE).repeat_interleave(torch.tensor([l.shape[1] for l in lefts]))
+    return torch.cat(lefts, dim=1).to(DTYPE) * scale, torch.cat(rights, dim=0).to(DTYPE)
 
 
 def svd_of_product(left: torch.Tensor, right: torch.Tensor, dense: bool | None = None, keep: int | None = None) -> ThinSVD:
