@@ -50,3 +50,17 @@ def test_digits_lora_starts_as_the_base_model_and_trains_only_adapters_and_head(
     h = m.fc1(x)
     torch.testing.assert_close(h, m.fc1.base(x) + 2.0 * x @ m.fc1.lora_A.weight.T @ m.fc1.lora_B.weight.T)
     assert m.fc1.lora_A.weight.abs().max() <= 1 / 8 + 1e-6  # kaiming-uniform a=√5 on 64 inputs: U(±1/√64)
+
+
+def test_digits_lora_in_eval_mode_computes_the_same_layer_with_the_merged_weight() -> None:
+    task = load_task("digits", 200)
+    torch.manual_seed(0)
+    layer = task.build_model(4, 2.0).fc2
+    with torch.no_grad():
+        layer.lora_B.weight.normal_()
+    x = torch.rand(32, 128)
+    reference = layer.base(x).double() + 2.0 * (x.double() @ layer.lora_A.weight.T.double() @ layer.lora_B.weight.T.double())
+    trained = layer.train()(x)
+    evaluated = layer.eval()(x)
+    torch.testing.assert_close(evaluated.double(), reference, rtol=1e-5, atol=1e-5)  # float32 against float64
+    torch.testing.assert_close(evaluated, trained)

@@ -61,6 +61,9 @@ class LoraLinear(nn.Module):
         self.scaling = scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # evaluation: one product with the merged weight W + s·BA (what peft's merge computes)
+            merged = torch.addmm(self.base.weight, self.lora_B.weight, self.lora_A.weight, alpha=self.scaling)
+            return nn.functional.linear(x, merged, self.base.bias)
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
 
