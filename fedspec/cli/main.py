@@ -7,6 +7,7 @@ import gc
 import sys
 
 import typer
+from rich.markup import escape
 
 from fedspec.cli.common import console
 from fedspec.cli.plots import plots
@@ -15,6 +16,9 @@ from fedspec.cli.run import run
 from fedspec.cli.status import status
 from fedspec.cli.worker import worker
 from fedspec.errors import FedspecError
+
+# The base class of click's usage errors, from typer's own copy of click (typer >= 0.2x) or the click package.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 app = typer.Typer(
     help="Federated LoRA experiments (FedAvg vs FedSpec) over a folder that several machines share.",
@@ -41,9 +45,18 @@ app.command("plots")(plots)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code; usage errors are reported by typer itself (exit 2)."""
+    """Run the CLI and return its exit code; a usage error is one line too (exit 2), like every FedspecError."""
     try:
-        app(args=argv, prog_name="fedspec")
+        code = app(args=argv, prog_name="fedspec", standalone_mode=False)  # click's errors come back here
+    except _CLICK_ERROR as err:  # a misspelt option, a value out of range, an extra argument
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `fedspec`: the help (typer's rich help prints itself)
+            if err.format_message().strip():
+                print(err.format_message(), file=sys.stderr)
+            return err.exit_code
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        console.print(f"[red]error:[/red] {escape(err.format_message())}{hint}", highlight=False, soft_wrap=True)
+        return err.exit_code
     except FedspecError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return err.exit_code
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
-    return 0
+    return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
 
 
 def entry() -> None:

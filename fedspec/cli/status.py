@@ -63,7 +63,7 @@ def render(report: StatusReport) -> Group:
 
 def status(
     root: Path = typer.Option(Path("."), help="The shared folder."),
-    watch: float = typer.Option(0.0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once."),
+    watch: float = typer.Option(0.0, min=0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds)."),
 ) -> None:
     """Show the queue: counts, each item's state/holder/round/accuracy/attempts/error, workers, ETA, warnings."""

@@ -31,11 +31,11 @@ def worker(
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
     lease_ttl: float = typer.Option(600.0, help="Seconds without a heartbeat before peers take an item over. Keep minutes on a sync folder."),
     heartbeat: float = typer.Option(30.0, help="Seconds between heartbeats (well below --lease-ttl)."),
-    settle: Optional[float] = typer.Option(None, help="Seconds to wait after claiming before trusting the claim; default 0 on local disk/SMB, 60 in a Dropbox/iCloud/Drive folder."),
-    max_items: Optional[int] = typer.Option(None, help="Stop after running this many items."),
+    settle: Optional[float] = typer.Option(None, min=0, help="Seconds to wait after claiming before trusting the claim; default 0 on local disk/SMB, 60 in a Dropbox/iCloud/Drive folder."),
+    max_items: Optional[int] = typer.Option(None, min=0, help="Stop after running this many items (0: only add --grid to the queue)."),
     wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones); exit once every item is done or failed."),
-    poll: float = typer.Option(10.0, help="Seconds between polls with --wait."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
+    poll: float = typer.Option(10.0, min=0.1, help="Seconds between polls with --wait (at least 0.1)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
 ) -> None:
     """Claim items from ROOT/distributed_work/work_queue.json and train them with a checkpoint every round.
@@ -45,7 +45,7 @@ def worker(
     stops after the current round and hands the item back at once (exit 130/143).
     """
     setup_logging(verbose)
-    if heartbeat <= 0 or lease_ttl <= 0 or lease_ttl < 2 * heartbeat:
+    if not 0 < 2 * heartbeat <= lease_ttl:  # NaN fails too
         from fedspec.errors import ConfigError
 
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")

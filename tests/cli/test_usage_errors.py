@@ -1,0 +1,47 @@
+"""Command-line mistakes: one line on stderr, exit 2, no traceback, nothing written to the root."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, fedspec_cmd
+
+GRID = str(REPO / "experiments" / "quick.toml")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [  # typer's wording of a range error changes between versions: the option's name is what must be there
+        (["worker", "--grid", GRID, "--poll", "-5", "--wait"], "'--poll'"),
+        (["worker", "--grid", GRID, "--poll", "0", "--wait"], "'--poll'"),
+        (["worker", "--grid", GRID, "--settle", "-3"], "'--settle'"),
+        (["worker", "--grid", GRID, "--max-items", "-1"], "'--max-items'"),
+        (["worker", "--grid", GRID, "--threads", "-2"], "'--threads'"),
+        (["worker", "--grid", GRID, "--heartbeat", "400"], "--lease-ttl (600.0) must be positive and at least twice --heartbeat (400.0)"),
+        (["worker", "--grid", GRID, "--lease-ttl", "nan"], "--lease-ttl (nan) must be positive"),
+        (["worker", "--grid", GRID, "--bogus"], "No such option: --bogus"),
+        (["status", "--watch", "-1"], "'--watch'"),
+        (["status", "extra"], "unexpected extra argument"),
+        (["run", "--rounds", "abc"], "'--rounds'"),
+    ],
+)
+def test_bad_option_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], expected: str) -> None:
+    res = subprocess.run(fedspec_cmd(*args, "--root", str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.stderr
+    assert list(tmp_path.iterdir()) == []  # the grid was not added: the queue does not exist
+
+
+def test_no_command_prints_the_help() -> None:
+    res = subprocess.run(fedspec_cmd(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Usage: fedspec" in res.stdout + res.stderr and "worker" in res.stdout + res.stderr
+    assert "error:" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_of_a_command_exits_0() -> None:
+    res = subprocess.run(fedspec_cmd("worker", "--help"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "--poll" in res.stdout and "--lease-ttl" in res.stdout and res.stderr == ""
