@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fedspec.cli.common import out
@@ -34,30 +35,44 @@ def render(report: StatusReport) -> Group:
     eta = "unknown" if report.eta_seconds is None else _age(report.eta_seconds)
     head = (f"[bold]{total} items[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "
             f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   ETA {eta}")
-    items = Table(show_edge=False, header_style="bold")
-    items.add_column("item", no_wrap=True)
-    for col in ("state", "round", "holder", "heartbeat", "accuracy", "attempts"):
-        items.add_column(col, no_wrap=True)
-    items.add_column("last error", overflow="fold")
+    # Fits an 80-column terminal: long item ids and worker names wrap rather than lose their ends to
+    # an ellipsis ("fedspec_dirichlet_alpha0…" hid which alpha it was), headers are short, and the
+    # (long) last errors are listed under the table instead of squeezing every column.
+    items = Table(show_edge=False, header_style="bold", caption="seen: since the holder's last heartbeat",
+                  caption_justify="left")
+    items.add_column("item", overflow="fold")
+    items.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (stale)" wraps after "running"
+    items.add_column("round", no_wrap=True, min_width=5)
+    items.add_column("holder", overflow="fold", max_width=14)
+    for col in ("seen", "acc", "tries"):
+        items.add_column(col, no_wrap=True, min_width=len(col))
+    errors = []
     for i in report.items:
         style = STATE_STYLE[i.state]
         items.add_row(
             i.id, f"[{style}]{i.state}[/{style}]" + (" (stale)" if i.stale else ""), f"{i.round}/{i.rounds}",
             i.holder or "-", _age(i.heartbeat_age) if i.state == "running" else "-",
-            "-" if i.accuracy is None else f"{i.accuracy:.4f}", str(i.attempts), (i.error or "")[:120],
+            "-" if i.accuracy is None else f"{i.accuracy:.4f}", str(i.attempts),
         )
-    parts: list = [head, items]
+        if i.error:
+            errors.append(f"[{style}]{i.id}[/{style}]: last error: {escape(i.error[:300])}")
+    parts: list = [head, items, *errors]
     if report.workers:
         workers = Table(show_edge=False, header_style="bold")
-        for col in ("worker", "host", "device", "state", "item", "round", "s/round", "heartbeat"):
-            workers.add_column(col)
+        for col in ("worker", "host"):
+            workers.add_column(col, overflow="fold", max_width=14)
+        workers.add_column("device", no_wrap=True, min_width=6)
+        workers.add_column("state", no_wrap=True, min_width=7)
+        workers.add_column("item", overflow="fold")
+        for col in ("round", "s/round", "seen"):
+            workers.add_column(col, no_wrap=True, min_width=len(col))
         for w in report.workers:
             workers.add_row(w.name, w.host or "-", w.device or "-", w.state or "-", w.item or "-",
                             "-" if w.round is None else str(w.round),
                             "-" if w.sec_per_round is None else f"{w.sec_per_round:.2f}", _age(w.heartbeat_age))
         parts.append(workers)
     for line in report.warnings:
-        parts.append(f"[yellow]warning:[/yellow] {line}")
+        parts.append(f"[yellow]warning:[/yellow] {escape(line)}")
     return Group(*parts)
 
 

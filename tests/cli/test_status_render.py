@@ -1,0 +1,57 @@
+"""`fedspec status` in a narrow terminal: long item ids and worker names wrap, none loses its end to an ellipsis."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from fedspec.cli.status import render
+from fedspec.queue.status import ItemStatus, StatusReport, WorkerStatus
+
+IDS = ["fedspec_dirichlet_alpha0.1_seed43", "fedspec_dirichlet_alpha0.5_seed43", "fedavg_iid_seed44", "centralized"]
+
+
+def report() -> StatusReport:
+    items = [
+        ItemStatus(IDS[0], "running", 12, 50, "macbook-pro-of-a-researcher", 1, "RuntimeError: [a] b", 3, 0.8123, 14.0, stale=True),
+        ItemStatus(IDS[1], "failed", 3, 50, None, 3, "CheckpointError: torn or foreign checkpoint (no fedspec header)", 5),
+        ItemStatus(IDS[2], "done", 50, 50, "gtx1660-laptop", 1, None, 1, 0.9312),
+        ItemStatus(IDS[3], "pending", 0, 50, None, 0, None, 0),
+    ]
+    workers = [WorkerStatus("macbook-pro-of-a-researcher", "macbook-pro.local", "mps", IDS[0], 12, 3.25, 14.0, "running")]
+    return StatusReport(counts={"pending": 1, "running": 1, "done": 1, "failed": 1}, items=items, workers=workers)
+
+
+def first_column(text: str, header: str) -> list[str]:
+    """The first column's cells of the table headed ``header``, wrapped lines joined into one per row."""
+    rows: list[str] = []
+    state = "seek"
+    for line in text.splitlines():
+        if state == "seek" and "┃" in line and line.split("┃")[0].strip() == header:
+            state = "header"
+        elif state == "header" and line.startswith("━"):
+            state = "body"
+        elif state == "body":
+            if "┃" in line or "│" not in line:  # the next table, or a line after the table
+                break
+            cells = [c.strip() for c in line.split("│")]
+            if cells[2]:  # a new row starts where the third column (never wrapped, never empty) has content
+                rows.append(cells[0])
+            else:
+                rows[-1] += cells[0]
+    return rows
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_status_table_keeps_whole_item_ids_at_any_width(width: int) -> None:
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(render(report()))
+    text = buf.getvalue()
+    assert "…" not in text, text
+    assert first_column(text, "item") == IDS, text
+    assert first_column(text, "worker") == ["macbook-pro-of-a-researcher"], text
+    assert "(stale)" in text and "12/50" in text
+    assert f"{IDS[1]}: last error: CheckpointError: torn or foreign" in text.replace("\n", " ")
+    assert "RuntimeError: [a] b" in text  # markup characters in an error are shown, not interpreted
