@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, setup_logging, writable_root
 from fedspec.config import check_item_id, make_spec
 
@@ -58,7 +59,7 @@ def run(
     item_id = check_item_id(name or spec.item_id(), "--name")
     root = writable_root(root)
 
-    from fedspec.fl.loop import run_experiment  # torch is imported only when training
+    from fedspec.fl.loop import checkpoint_dir, run_experiment  # torch is imported only when training
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -74,7 +75,14 @@ def run(
             progress.update(bar, completed=row["round"],
                             info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
 
-        outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start)
+        try:
+            outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start)
+        except KeyboardInterrupt:
+            progress.stop()
+            header = read_header(checkpoint_dir(root, item_id))  # what is on disk, whatever the bar last showed
+            done = header["round"] if header else 0
+            out.print(f"{item_id}: interrupted; round {done} of {spec.rounds} is checkpointed, run the same command to resume")
+            raise typer.Exit(130) from None
     rows = outcome.rows
     if outcome.status == "duplicate" or not rows:
         out.print(f"{item_id}: already done, {outcome.csv_path} exists (delete it to run again)")

@@ -66,3 +66,27 @@ def test_help_explains_every_option() -> None:
     assert res.returncode == 0
     for opt in ("--task", "--method", "--alpha", "--clients", "--rounds", "--seed", "--root", "--device", "--max-rank"):
         assert opt in res.stdout
+
+
+def test_ctrl_c_says_which_round_is_checkpointed_and_exits_130(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    from fedspec.checkpoint_file import read_header
+
+    args = ["run", "--rounds", "5000", "--clients", "3", "--max-train-samples", "300", "--root", str(tmp_path)]
+    proc = subprocess.Popen(fedspec_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "checkpoints_distributed" / "fedspec_dirichlet_alpha0.5"
+    deadline = time.monotonic() + 120
+    while not (folder / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    said = re.search(r"interrupted; round (\d+) of 5000 is checkpointed, run the same command to resume", stdout.replace("\n", " "))
+    assert said, stdout
+    assert int(said.group(1)) == read_header(folder)["round"] >= 1
+    assert not (tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").exists()
