@@ -9,6 +9,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from fedspec import __version__
 from fedspec.cli.common import console
 from fedspec.cli.plots import plots
 from fedspec.cli.retry import retry
@@ -28,8 +29,17 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"fedspec {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print fedspec's version and exit (keep it equal on every machine of a grid)."),
+) -> None:
     """Federated LoRA experiments (FedAvg vs FedSpec) over a folder that several machines share.
 
     Typical use: `fedspec worker --grid experiments/quick.toml` on every

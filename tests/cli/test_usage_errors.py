@@ -45,3 +45,10 @@ def test_no_command_prints_the_help() -> None:
 def test_help_of_a_command_exits_0() -> None:
     res = subprocess.run(fedspec_cmd("worker", "--help"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--poll" in res.stdout and "--lease-ttl" in res.stdout and res.stderr == ""
+
+
+def test_version_is_printed() -> None:
+    from fedspec import __version__
+
+    res = subprocess.run(fedspec_cmd("--version"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == f"fedspec {__version__}" and res.stderr == ""
