@@ -21,6 +21,7 @@ from safetensors.numpy import save as save_arrays
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from fedspec import __version__
 from fedspec.atomic import write_bytes
 from fedspec.checkpoint_file import FORMAT, NAME, parse_header, raise_if_pending
 from fedspec.errors import CheckpointError
@@ -39,6 +40,7 @@ class Checkpoint:
     rows: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     writer: str | None = None  # the worker that committed it (informational)
+    version: str | None = None  # the fedspec that wrote it (None: read back from an older file)
 
 
 def tensors_digest(state: dict[str, torch.Tensor]) -> str:
@@ -79,6 +81,7 @@ class CheckpointWriter:
             "batch_size": ckpt.batch_size,
             "device": ckpt.device,
             "writer": ckpt.writer,
+            "version": __version__,
         }
         header = {"fedspec": json.dumps(meta, sort_keys=True, separators=(",", ":")), "rows": f"[{','.join(self._encoded_rows)}]"}
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,7 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | 
             batch_size=int(meta["batch_size"]),
             rows=list(meta["rows"]),
             device=str(meta.get("device", "cpu")),
+            version=meta.get("version") if isinstance(meta.get("version"), str) else None,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: checkpoint is missing or has a bad field ({err})") from None

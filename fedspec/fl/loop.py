@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from fedspec import __version__
 from fedspec.config import ExperimentSpec
 from fedspec.errors import AggregationError
 from fedspec.fl.aggregators import make_aggregator
@@ -128,6 +129,9 @@ def run_experiment(
         state, rows, start, batch_size = ckpt.state, list(ckpt.rows), ckpt.round, ckpt.batch_size
         aggregator.load_state_dict(ckpt.aggregator)
         log.info("%s: resuming after round %d (checkpoint written on %s)", item_id, start, ckpt.device)
+        if ckpt.version is not None and ckpt.version != __version__:
+            log.warning("%s: round %d was checkpointed by fedspec %s, this is fedspec %s: the CSV may differ from an "
+                        "uninterrupted run's", item_id, start, ckpt.version, __version__)
     if on_start is not None:
         on_start(start, spec.rounds)
 

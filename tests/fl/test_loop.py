@@ -153,3 +153,24 @@ def test_fedspec_rank_grows_in_a_real_run(tmp_path: Path, digits) -> None:
     run_experiment(spec, "r", tmp_path, task=digits)
     ranks = [int(r["rank"]) for r in read_rows(results_path(tmp_path, "r"))]
     assert ranks == [4, 6, 6, 6]
+
+
+def test_resume_by_another_fedspec_version_is_warned(tmp_path: Path, digits, monkeypatch, caplog) -> None:
+    from fedspec import __version__
+    from fedspec.fl import loop as loop_mod
+
+    spec = make_spec(method="fedavg", **SMALL)
+
+    def stop_after_round_two(kind: str) -> None:
+        meta = read_header(checkpoint_dir(tmp_path, "v"))
+        if kind == "checkpoint" and meta and meta["round"] == 2:
+            raise LeaseLost("simulated stop")
+
+    with pytest.raises(LeaseLost):
+        run_experiment(spec, "v", tmp_path, task=digits, guard=stop_after_round_two)
+    assert read_header(checkpoint_dir(tmp_path, "v"))["version"] == __version__
+    monkeypatch.setattr(loop_mod, "__version__", "9.9.9")
+    with caplog.at_level("WARNING", logger="fedspec.fl.loop"):
+        out = run_experiment(spec, "v", tmp_path, task=digits)
+    assert out.resumed_from == 2
+    assert f"round 2 was checkpointed by fedspec {__version__}, this is fedspec 9.9.9" in caplog.text
