@@ -34,7 +34,7 @@ def worker(
     settle: Optional[float] = typer.Option(None, min=0, help="Seconds to wait after claiming before trusting the claim; default 0 on local disk/SMB, 60 in a Dropbox/iCloud/Drive folder."),
     max_items: Optional[int] = typer.Option(None, min=0, help="Stop after running this many items (0: only add --grid to the queue)."),
     wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones); exit once every item is done or failed."),
-    poll: float = typer.Option(10.0, min=0.1, help="Seconds between polls with --wait (at least 0.1)."),
+    poll: float = typer.Option(10.0, min=0.1, help="Seconds between polls with --wait."),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
 ) -> None:
