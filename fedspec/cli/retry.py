@@ -27,9 +27,15 @@ def retry(
     queue = load_queue(paths)
     if not items and not failed:
         raise ConfigError("retry: name the items to put back, or pass --failed")
-    targets = [find_item(queue, i).id for i in (items or [])]
+    named = [find_item(queue, i).id for i in (items or [])]
+    states = {s.id: s.state for s in classify(paths, queue, with_progress=False).items}
+    for item_id in named:
+        if states[item_id] == "done":  # its CSV is the accepted result: a retry record would change nothing
+            out.print(f"{item_id}: done, nothing to put back (to run it again from round 1, delete "
+                      f"{paths.result_csv(item_id)} and {paths.checkpoint_folder(item_id)})")
+    targets = [i for i in named if states[i] != "done"]
     if failed:
-        targets += [s.id for s in classify(paths, queue, with_progress=False).items if s.state == "failed" and s.id not in targets]
+        targets += [i for i, state in states.items() if state == "failed" and i not in targets]
     who = check_worker_name(name) if name else default_worker_name()
     for item_id in targets:
         write_retry(paths, item_id, who)

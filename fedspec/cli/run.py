@@ -85,7 +85,8 @@ def run(
             raise typer.Exit(130) from None
     rows = outcome.rows
     if outcome.status == "duplicate" or not rows:
-        out.print(f"{item_id}: already done, {outcome.csv_path} exists (delete it to run again)")
+        out.print(f"{item_id}: already done, {outcome.csv_path} exists "
+                  f"(to run it again from round 1, delete it and {checkpoint_dir(root, item_id)})")
         return
     best = max(r["test_accuracy"] for r in rows)
     new = [r for r in rows if r["round"] > outcome.resumed_from]

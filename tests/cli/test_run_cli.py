@@ -90,3 +90,18 @@ def test_ctrl_c_says_which_round_is_checkpointed_and_exits_130(tmp_path: Path) -
     assert said, stdout
     assert int(said.group(1)) == read_header(folder)["round"] >= 1
     assert not (tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").exists()
+
+
+def test_the_advice_to_run_a_done_item_again_runs_it_from_round_1(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    args = ["run", "--rounds", "2", "--clients", "3", "--max-train-samples", "300", "--root", str(tmp_path)]
+    assert run_cli(*args).returncode == 0
+    again = run_cli(*args)
+    advice = re.search(r"to run it again from round 1, delete it and (\S+)\)", again.stdout.replace("\n", ""))
+    assert again.returncode == 0 and advice, again.stdout
+    (tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").unlink()
+    shutil.rmtree(advice.group(1))
+    third = run_cli(*args)
+    assert third.returncode == 0 and "2 rounds on cpu;" in third.stdout and "resumed" not in third.stdout, third.stdout

@@ -98,6 +98,21 @@ def test_lowest_name_wins_simultaneous_claims_and_the_loser_is_fenced(tmp_path: 
         loser.check("checkpoint")
 
 
+def test_retry_of_a_done_item_changes_nothing_and_says_how_to_rerun_it(tmp_path: Path) -> None:
+    paths = make_root(tmp_path, ("a", "b"))
+    paths.results.mkdir(parents=True, exist_ok=True)
+    paths.result_csv("a").write_text("round\n1\n")
+    lease = try_claim(paths, "b", 0, "w1", settle_s=0.0)
+    lease.fail("boom")
+    res = subprocess.run(fedspec_cmd("retry", "a", "b", "--root", str(tmp_path), "--name", "me"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.replace("\n", "")
+    assert f"a: done, nothing to put back (to run it again from round 1, delete {paths.result_csv('a')} and " in out
+    assert "put back 1 item(s): b" in out
+    assert not (paths.claims / "a").exists() or not list((paths.claims / "a").glob("retry.*"))
+    assert list((paths.claims / "b").glob("retry.*"))
+
+
 def test_lease_is_stale_only_after_ttl_on_the_observers_clock(tmp_path: Path) -> None:
     now = [100.0]
     obs = LeaseObserver(ttl=30, clock=lambda: now[0])
