@@ -23,7 +23,7 @@ def plots(
 
     Items still running are included from their checkpoints and marked (partial).
     """
-    fmts = [f.strip().lower() for spec in formats for f in spec.replace(",", " ").split() if f.strip()]
+    fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]
     if bad or not fmts:
         raise ConfigError(f"--format: {', '.join(bad) or '(none)'} not allowed; use {', '.join(ALLOWED)}")

@@ -68,8 +68,10 @@ def test_summary_values_mean_std_and_difference(root: Path) -> None:
 
 
 def test_plots_command_writes_every_figure_and_table(root: Path) -> None:
-    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--format", "png,pdf"), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--format", "png,pdf", "--format", "PNG"), capture_output=True,
+                         text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == len(set(res.stdout.splitlines())) == 6 * 2 + 2  # each file once
     out = root / "plots"
     for name in ("accuracy_vs_round", "gap_vs_round", "rank_vs_round", "final_accuracy_vs_alpha",
                  "communication_vs_accuracy", "label_distribution"):
