@@ -52,7 +52,7 @@ def worker(
     paths = RootPaths(writable_root(root))
     if grid is not None:
         items = load_grid(grid)
-        added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items])
+        added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items], source=str(grid))
         out.print(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there")
     else:
         load_queue(paths)  # a clear error if this is not a fedspec root

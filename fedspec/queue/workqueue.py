@@ -79,14 +79,21 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str) -> tuple[l
         if item.id in by_id:
             if by_id[item.id].spec != item.spec:
                 raise QueueError(
-                    f"{where}: item {item.id!r} already exists with a different spec; "
-                    "give the new grid other names, or use a new root"
+                    f"{where}: item {item.id!r} is already in the queue with a different spec ({_spec_changes(by_id[item.id].spec, item.spec)}); "
+                    "item names leave such settings out, so give this grid its own --root"
                 )
             continue
         by_id[item.id] = item
         merged.append(item)
         added.append(item.id)
     return merged, added
+
+
+def _spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """``rounds 10 -> 20, task 'digits' -> 'tweets-minilm'``: the first few fields that differ."""
+    keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
+    shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
+    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def merge_conflicted_copies(paths: RootPaths) -> list[str]:
@@ -115,7 +122,7 @@ def merge_conflicted_copies(paths: RootPaths) -> list[str]:
     return reports
 
 
-def add_items(paths: RootPaths, new: list[QueueItem]) -> list[str]:
+def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> list[str]:
     """Create the queue or merge ``new`` into it; idempotent.  Returns the ids that were added.
 
     Raises
@@ -130,7 +137,7 @@ def add_items(paths: RootPaths, new: list[QueueItem]) -> list[str]:
             items = load_queue(paths)
         else:
             items = []
-        merged, added = _merge(items, new, "grid")
+        merged, added = _merge(items, new, source)
         if added or not paths.queue_file.exists():
             write_json(paths.queue_file, _serialize(merged))
     return added

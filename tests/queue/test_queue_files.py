@@ -32,8 +32,12 @@ def test_adding_a_grid_is_idempotent_and_refuses_changed_specs(tmp_path: Path) -
     assert add_items(paths, [QueueItem("a", SPEC), QueueItem("c", SPEC)]) == ["c"]
     assert [i.id for i in load_queue(paths)] == ["a", "b", "c"]
     before = paths.queue_file.read_bytes()
-    with pytest.raises(QueueError, match="'a' already exists with a different spec"):
-        add_items(paths, [QueueItem("a", {**SPEC, "rounds": 3})])
+    with pytest.raises(QueueError) as err:
+        add_items(paths, [QueueItem("a", {**SPEC, "rounds": 3, "task": "tweets-minilm"})], source="g2.toml")
+    old_rounds, old_task = SPEC.get("rounds"), SPEC.get("task")
+    assert str(err.value).startswith(f"g2.toml: item 'a' is already in the queue with a different spec "
+                                     f"(task {old_task!r} -> 'tweets-minilm', rounds {old_rounds!r} -> 3); ")
+    assert "own --root" in str(err.value)
     assert paths.queue_file.read_bytes() == before
 
 
