@@ -71,17 +71,16 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     return _parse(data, paths.queue_file)
 
 
-def _merge(base: list[QueueItem], extra: list[QueueItem], where: str) -> tuple[list[QueueItem], list[str]]:
+def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: str = "") -> tuple[list[QueueItem], list[str]]:
     by_id = {i.id: i for i in base}
     merged = list(base)
     added = []
     for item in extra:
         if item.id in by_id:
             if by_id[item.id].spec != item.spec:
-                raise QueueError(
-                    f"{where}: item {item.id!r} is already in the queue with a different spec ({_spec_changes(by_id[item.id].spec, item.spec)}); "
-                    "item names leave such settings out, so give this grid its own --root"
-                )
+                changes = _spec_changes(by_id[item.id].spec, item.spec)
+                raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec ({changes})"
+                                 + (f"; {advice}" if advice else ""))
             continue
         by_id[item.id] = item
         merged.append(item)
@@ -90,7 +89,7 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str) -> tuple[l
 
 
 def _spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
-    """``rounds 10 -> 20, task 'digits' -> 'tweets-minilm'``: the first few fields that differ."""
+    """``task 'digits' -> 'tweets-minilm', rounds 10 -> 20``: the first few fields that differ, the task first."""
     keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
     shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
     return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
@@ -137,7 +136,7 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
             items = load_queue(paths)
         else:
             items = []
-        merged, added = _merge(items, new, source)
+        merged, added = _merge(items, new, source, "item names leave such settings out, so give this grid its own --root")
         if added or not paths.queue_file.exists():
             write_json(paths.queue_file, _serialize(merged))
     return added
