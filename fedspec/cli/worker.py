@@ -70,8 +70,13 @@ def worker(
 
     def job(item: QueueItem, guard, progress) -> str:
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
+
+        def on_start(done: int, total: int) -> None:
+            if done:
+                console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
+
         return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress,
-                              writer=worker_name).status
+                              on_start=on_start, writer=worker_name).status
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")

@@ -60,6 +60,7 @@ def test_kill_9_mid_item_peer_reclaims_after_ttl_and_resumes(tmp_path: Path, lon
     assert peer.wait(timeout=300) == 0
     log = (tmp_path / "peer.log").read_text()
     assert "claimed (generation 2)" in log
+    assert f"{item}: resuming after round {killed_at}/{ROUNDS} from its checkpoint" in log
     rows = read_rows(root / "paper_results" / f"{item}.csv")
     assert [int(r["round"]) for r in rows] == list(range(1, ROUNDS + 1))  # no round repeated or lost
     assert rows == expected  # resumed from the checkpoint: identical to an uninterrupted run
