@@ -88,10 +88,11 @@ def test_sigstopped_holder_is_fenced_after_a_peer_reclaims(tmp_path: Path, long_
 def test_stop_signal_releases_the_item_for_a_peer_without_waiting(tmp_path: Path, long_grid, sig, code) -> None:
     item, (grid, _) = ITEM, long_grid
     root = tmp_path / "root"
-    first = start_worker(root, "a-first", "--lease-ttl", "600", "--heartbeat", "1", grid=grid)
+    first = start_worker(root, "a-first", "--lease-ttl", "600", "--heartbeat", "1", grid=grid, log=tmp_path / "first.log")
     assert wait_for(lambda: checkpoint_round(root, item) >= 2)
     first.send_signal(sig)
     assert first.wait(timeout=60) == code
+    assert (tmp_path / "first.log").read_text().splitlines()[-1] == f"worker a-first: 1 released; stopped (exit {code})"
     report = status_json(root)
     (st,) = report["items"]
     assert st["state"] == "pending" and st["attempts"] == 0
