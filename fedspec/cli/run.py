@@ -46,7 +46,7 @@ def run(
 
     Writes ROOT/paper_results/NAME.csv (one row per round) and keeps the last
     round in ROOT/checkpoints_distributed/NAME/.  A finished item is not run
-    again: delete its CSV to redo it.
+    again: delete its CSV and its checkpoint folder to redo it from round 1.
     """
     setup_logging(verbose)
     spec = make_spec(
