@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -86,10 +85,7 @@ def worker(
         console.print(f"  {item.id} round {row['round']}/{item.rounds}  acc {row['test_accuracy']:.4f}  "
                       f"rank {row['rank']}  {row['round_seconds']:.2f}s", highlight=False)
 
-    outcomes: Counter[str] = Counter()
-
     def on_item_end(item: QueueItem, outcome: str, error: str | None) -> None:
-        outcomes[outcome] += 1
         colour = {"done": "green", "failed": "red"}.get(outcome, "yellow")
         console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({error})" if error else ""), highlight=False)
 
@@ -105,7 +101,7 @@ def worker(
     w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})
     console.print(f"worker {worker_name} on {dev.type}, root {paths.root} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
     code = w.run()
-    tally = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) or "no item run"
+    tally = ", ".join(f"{n} {outcome}" for outcome, n in w.outcomes.items()) or "no item run"
     out.print(f"worker {worker_name}: {tally}" + ("" if code == 0 else f"; stopped (exit {code})"))
     if code:
         raise typer.Exit(code)

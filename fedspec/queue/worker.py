@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -78,7 +79,7 @@ class Worker:
         self.observer = LeaseObserver(settings.lease_ttl, clock)
         self.heartbeat = Heartbeat(paths, name, settings.heartbeat, {"lease_ttl": settings.lease_ttl, **(info or {})})
         self.stop_signal: int | None = None
-        self.items_run = 0
+        self.outcomes: Counter[str] = Counter()  # done, failed, released, … per item run
         self._warned: set[str] = set()
         self._queue_errors = 0
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
@@ -124,7 +125,7 @@ class Worker:
         while True:
             if self.stop_signal is not None:
                 return self._exit_code()
-            if self.settings.max_items is not None and self.items_run >= self.settings.max_items:
+            if self.settings.max_items is not None and sum(self.outcomes.values()) >= self.settings.max_items:
                 return 0
             try:
                 for line in merge_conflicted_copies(self.paths):
@@ -173,7 +174,6 @@ class Worker:
         return False
 
     def _run_item(self, item: QueueItem, lease: Lease) -> None:
-        self.items_run += 1
         self.heartbeat.update(state="running", item=item.id, generation=lease.generation, round=None,
                               rounds=item.rounds)
         if self.events.on_claim:
@@ -217,5 +217,6 @@ class Worker:
             lease.fail(error)
         finally:
             self.heartbeat.update(state="idle", item=None, generation=None, round=None)
+        self.outcomes[outcome] += 1
         if self.events.on_item_end:
             self.events.on_item_end(item, outcome, error)
