@@ -41,6 +41,18 @@ class TaskError(FedspecError):
     """A task's data or model could not be loaded."""
 
 
+class TaskUnavailable(FedspecError):
+    """This machine cannot load a task (a package, the network or a data folder is missing here).
+
+    Not the item's fault: a worker hands the item back for machines that can
+    load the task, instead of counting a failed attempt against it.
+    """
+
+    def __init__(self, task: str, reason: str) -> None:
+        super().__init__(f"{task} cannot be loaded on this machine: {reason}")
+        self.task, self.reason = task, reason
+
+
 class LeaseLost(FedspecError):
     """This worker no longer holds the item: a peer claimed a newer generation.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -59,8 +61,10 @@ def worker(
     worker_name = check_worker_name(name) if name else default_worker_name()
 
     from fedspec.config import make_spec
+    from fedspec.errors import TaskError, TaskUnavailable
     from fedspec.fl.device import resolve_device
     from fedspec.fl.loop import run_experiment
+    from fedspec.fl.tasks import load_task
 
     dev = resolve_device(device)
     if threads > 0:
@@ -68,15 +72,29 @@ def worker(
 
         torch.set_num_threads(threads)
 
+    @functools.lru_cache(maxsize=1)  # a grid's items share one task: load it once, not per item (SST-2 tokenizes 67k sentences)
+    def load(name: str, max_train_samples: int | None):
+        console.print(f"loading task {name} …", highlight=False)
+        started = time.monotonic()
+        task = load_task(name, max_train_samples)
+        console.print(f"  {name} loaded in {time.monotonic() - started:.1f}s", highlight=False)
+        return task
+
     def job(item: QueueItem, guard, progress) -> str:
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
+        try:
+            task = load(spec.task, spec.max_train_samples)
+        except TaskError as err:  # no network, no data folder here: another machine may have them
+            raise TaskUnavailable(spec.task, str(err)) from None
+        except ImportError as err:
+            raise TaskUnavailable(spec.task, f"{err} (pip install 'fedspec[text]')") from None
 
         def on_start(done: int, total: int) -> None:
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 
         return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress,
-                              on_start=on_start, writer=worker_name).status
+                              on_start=on_start, task=task, writer=worker_name).status
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
@@ -102,6 +120,11 @@ def worker(
     console.print(f"worker {worker_name} on {dev.type}, root {paths.root} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
     code = w.run()
     tally = ", ".join(f"{n} {outcome}" for outcome, n in w.outcomes.items()) or "no item run"
-    out.print(f"worker {worker_name}: {tally}" + ("" if code == 0 else f"; stopped (exit {code})"))
+    for task_name in w.unavailable:
+        console.print(f"[yellow]warning:[/yellow] this machine cannot load {task_name} (why: above); its items are left to "
+                      "other machines", highlight=False)
+    if code == 0 and w.unavailable and set(w.outcomes) == {"left to other machines"}:
+        code = 1  # nothing this machine can run: say so in the exit code too
+    out.print(f"worker {worker_name}: {tally}" + ("" if code in (0, 1) else f"; stopped (exit {code})"))
     if code:
         raise typer.Exit(code)

@@ -46,6 +46,7 @@ class WorkerStatus:
     sec_per_round: float | None
     heartbeat_age: float | None
     state: str | None
+    unavailable: dict[str, str] = field(default_factory=dict)  # task -> why this worker cannot load it
 
 
 @dataclass
@@ -159,9 +160,16 @@ def classify(
     counts = {s: sum(1 for i in statuses if i.state == s) for s in STATES}
     workers = [
         WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), b.get("sec_per_round"),
-                     ages.get(name), b.get("state"))
+                     ages.get(name), b.get("state"),
+                     {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {})
         for name, b in sorted(beats.items())
     ]
+    if with_progress:  # for `fedspec status`; a worker has said so itself
+        waiting = {i.task for i in statuses if i.state == "pending"}
+        for w in workers:
+            for task, reason in w.unavailable.items():
+                if task in waiting:
+                    warnings.append(f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})")
     for copy in conflicted_copies(paths.work, QUEUE_FILE):
         warnings.append(f"conflicted copy of the queue: {copy.name} (a worker merges it)")
     for ph in placeholders(paths.root):

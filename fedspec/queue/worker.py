@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError
+from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError, TaskUnavailable
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -83,6 +83,7 @@ class Worker:
         self._warned: set[str] = set()
         self._queue_errors = 0
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
+        self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -147,7 +148,8 @@ class Worker:
                     self._warn(line)
             if self._claim_and_run(items, report):
                 continue
-            if not self.settings.wait or report.counts["pending"] + report.counts["running"] == 0:
+            pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
+            if not self.settings.wait or pending_here + report.counts["running"] == 0:
                 return 0
             if self.events.on_idle:
                 self.events.on_idle(report)
@@ -162,7 +164,7 @@ class Worker:
         by_id = {i.id: i for i in items}
         for st in claim_order(report.items, self.name):
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
-            if not claimable or self._not_synced.get(st.id, 0.0) > time.monotonic():
+            if not claimable or st.task in self.unavailable or self._not_synced.get(st.id, 0.0) > time.monotonic():
                 continue
             if st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
@@ -203,6 +205,11 @@ class Worker:
             lease.release()  # not the item's fault: hand it back and look again later
             outcome, error = "waiting-for-sync", str(err)
             self._not_synced[item.id] = time.monotonic() + max(self.settings.poll, 2.0)
+        except TaskUnavailable as err:
+            lease.release()  # nor is a task this machine cannot load: other machines may
+            outcome, error = "left to other machines", str(err)
+            self.unavailable[err.task] = err.reason
+            self.heartbeat.update(unavailable=dict(self.unavailable))
         except (StopRequested, KeyboardInterrupt):
             lease.release()
             outcome = "released"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,37 +11,12 @@ import torch
 from fedspec.config import make_spec
 from fedspec.fl.loop import results_path, run_experiment
 from fedspec.fl.tasks import load_task
-from tests.conftest import read_rows
-
-WORDS = "a the movie film was is good great bad awful fun boring not very plot acting loved hated it".split()
-
+from tests.conftest import make_tiny_sst2, read_rows
 
 @pytest.fixture
 def tiny_sst2(tmp_path: Path, monkeypatch) -> Path:
-    """A tiny BertConfig model + WordPiece tokenizer saved like a hub checkpoint, and SST-2-shaped JSONL."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    model_dir = tmp_path / "tiny-bert"
-    model_dir.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt")).save_pretrained(model_dir)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=2)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-
-    data_dir = tmp_path / "sst2"
-    data_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 120), ("validation", 40)):
-        with open(data_dir / f"{split}.jsonl", "w") as fh:
-            for i in range(n):
-                label = int(rng.integers(2))
-                words = rng.choice(["good", "great", "fun", "loved"] if label else ["bad", "awful", "boring", "hated"],
-                                   size=int(rng.integers(1, 4)))
-                filler = rng.choice(WORDS, size=int(rng.integers(2, 14)))
-                fh.write(json.dumps({"idx": i, "sentence": " ".join([*filler, *words]), "label": label}) + "\n")
+    """A tiny BERT and SST-2-shaped data (see ``make_tiny_sst2``), pointed at by the task's environment variables."""
+    model_dir, data_dir = make_tiny_sst2(tmp_path)
     monkeypatch.setenv("FEDSPEC_SST2_MODEL", str(model_dir))
     monkeypatch.setenv("FEDSPEC_SST2_DATA", str(data_dir))
     return tmp_path

@@ -25,13 +25,14 @@ def write_grid(path: Path, rounds: int, alphas: str = "[0.5]", methods: str = '[
     return path
 
 
-def start_worker(root: Path, name: str, *extra: str, grid: Path | None = None, log: Path | None = None) -> subprocess.Popen:
+def start_worker(root: Path, name: str, *extra: str, grid: Path | None = None, log: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     args = ["worker", "--root", str(root), "--name", name, *FAST, *extra]
     if grid is not None:
         args += ["--grid", str(grid)]
     out = open(log, "w") if log else subprocess.DEVNULL
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(fedspec_cmd(*args), stdout=out, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(fedspec_cmd(*args), stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def checkpoint_round(root: Path, item: str) -> int:

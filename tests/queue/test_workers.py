@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fedspec_cmd, read_rows
+from tests.conftest import fedspec_cmd, make_tiny_sst2, read_rows
 from tests.queue.helpers import (checkpoint_round, rounds_of, start_worker, status_json, wait_for, write_grid)
 
 
@@ -30,6 +30,34 @@ def test_three_workers_finish_a_grid_each_item_exactly_once(tmp_path: Path) -> N
     ran = [line for k in range(3) for line in (tmp_path / f"w{k}.log").read_text().splitlines() if line.endswith(": done")]
     assert len(ran) == 7
     assert sum(1 for k in range(3) if ": done" in (tmp_path / f"w{k}.log").read_text()) >= 2  # work was shared
+
+
+def test_a_machine_that_cannot_load_the_task_leaves_its_items_to_others(tmp_path: Path) -> None:
+    """No data (or network, or package) for a task here is not the items' fault: no failed attempt is counted."""
+    root = tmp_path / "root"
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\ntask = "sst2-bert"\nmethods = ["fedavg", "fedspec"]\nalphas = [0.5]\ncentralized = false\n'
+                    '[experiment]\nclients = 3\nrounds = 2\nmin_client_size = 5\nrank = 2\nmax_rank = 4\n')
+    model_dir, data_dir = make_tiny_sst2(tmp_path)
+    (tmp_path / "empty").mkdir()
+    offline = {"FEDSPEC_SST2_MODEL": str(model_dir), "FEDSPEC_SST2_DATA": str(tmp_path / "empty")}
+    p = start_worker(root, "offline", grid=grid, log=tmp_path / "offline.log", env=offline)
+    assert p.wait(timeout=120) == 1  # it could run nothing
+    log = " ".join((tmp_path / "offline.log").read_text().split())  # rich wraps long lines
+    assert log.count("claimed") == 1 and log.count("loading task sst2-bert") == 1  # learnt from the first item
+    assert "cannot load sst2-bert (why: above); its items are left to other machines" in log and "no train.jsonl" in log
+    report = status_json(root)
+    assert report["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0}
+    assert all(item["attempts"] == 0 for item in report["items"])
+    assert any(w.startswith("offline cannot load sst2-bert") for w in report["warnings"])
+
+    online = {"FEDSPEC_SST2_MODEL": str(model_dir), "FEDSPEC_SST2_DATA": str(data_dir)}
+    p = start_worker(root, "online", log=tmp_path / "online.log", env=online)
+    assert p.wait(timeout=300) == 0
+    log = (tmp_path / "online.log").read_text()
+    assert log.count(": done") == 2 and log.count("loading task sst2-bert") == 1  # one load for both items
+    report = status_json(root)
+    assert report["counts"]["done"] == 2 and report["warnings"] == []
 
 
 ITEM = "fedspec_dirichlet_alpha0.5"
