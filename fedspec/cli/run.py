@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, setup_logging, writable_root
 from fedspec.config import check_item_id, make_spec
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while training (a BaseException, like KeyboardInterrupt: no ``except Exception`` may swallow it)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def run(
@@ -47,6 +56,8 @@ def run(
     Writes ROOT/paper_results/NAME.csv (one row per round) and keeps the last
     round in ROOT/checkpoints_distributed/NAME/.  A finished item is not run
     again: delete its CSV and its checkpoint folder to redo it from round 1.
+    Ctrl-C or SIGTERM stops at once and says which round is checkpointed; only
+    the round in flight is lost (exit 130/143).
     """
     setup_logging(verbose)
     spec = make_spec(
@@ -75,14 +86,18 @@ def run(
             progress.update(bar, completed=row["round"],
                             info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
 
+        before = signal.signal(signal.SIGTERM, _terminated)  # `kill`, a job scheduler, `docker stop`: as Ctrl-C
         try:
             outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as stop:
             progress.stop()
             header = read_header(checkpoint_dir(root, item_id))  # what is on disk, whatever the bar last showed
             done = header["round"] if header else 0
-            out.print(f"{item_id}: interrupted; round {done} of {spec.rounds} is checkpointed, run the same command to resume")
-            raise typer.Exit(130) from None
+            out.print(f"{item_id}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; round {done} of "
+                      f"{spec.rounds} is checkpointed, run the same command to resume")
+            raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+        finally:
+            signal.signal(signal.SIGTERM, before)
     rows = outcome.rows
     if outcome.status == "duplicate" or not rows:
         out.print(f"{item_id}: already done, {outcome.csv_path} exists "

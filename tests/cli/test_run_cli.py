@@ -68,7 +68,8 @@ def test_help_explains_every_option() -> None:
         assert opt in res.stdout
 
 
-def test_ctrl_c_says_which_round_is_checkpointed_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_stop_signal_says_which_round_is_checkpointed(tmp_path: Path, sig: str, code: int, word: str) -> None:
     import re
     import signal
     import time
@@ -82,11 +83,11 @@ def test_ctrl_c_says_which_round_is_checkpointed_and_exits_130(tmp_path: Path) -
     while not (folder / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    said = re.search(r"interrupted; round (\d+) of 5000 is checkpointed, run the same command to resume", stdout.replace("\n", " "))
+    said = re.search(rf"{word}; round (\d+) of 5000 is checkpointed, run the same command to resume", stdout.replace("\n", " "))
     assert said, stdout
     assert int(said.group(1)) == read_header(folder)["round"] >= 1
     assert not (tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").exists()
