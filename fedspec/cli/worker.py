@@ -82,19 +82,20 @@ def worker(
 
     def job(item: QueueItem, guard, progress) -> str:
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
-        try:
-            task = load(spec.task, spec.max_train_samples)
-        except TaskError as err:  # no network, no data folder here: another machine may have them
-            raise TaskUnavailable(spec.task, str(err)) from None
-        except ImportError as err:
-            raise TaskUnavailable(spec.task, f"{err} (pip install 'fedspec[text]')") from None
 
         def on_start(done: int, total: int) -> None:
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 
-        return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress,
-                              on_start=on_start, task=task, writer=worker_name).status
+        # Only loading a task's data, tokenizer or model raises TaskError (the model when the run builds it):
+        # no network, no data folder, no package here. Another machine may have them.
+        try:
+            return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress, on_start=on_start,
+                                  task=load(spec.task, spec.max_train_samples), writer=worker_name).status
+        except TaskError as err:
+            raise TaskUnavailable(spec.task, str(err)) from None
+        except ImportError as err:
+            raise TaskUnavailable(spec.task, f"{err} (pip install 'fedspec[text]')") from None
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")

@@ -83,8 +83,11 @@ def test_a_stop_signal_says_which_round_is_checkpointed(tmp_path: Path, sig: str
     while not (folder / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.send_signal(getattr(signal, sig))
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        proc.send_signal(getattr(signal, sig))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a 5000-round run behind when the test fails
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     said = re.search(rf"{word}; round (\d+) of 5000 is checkpointed, run the same command to resume", stdout.replace("\n", " "))

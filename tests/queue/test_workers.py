@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -50,6 +51,15 @@ def test_a_machine_that_cannot_load_the_task_leaves_its_items_to_others(tmp_path
     assert report["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0}
     assert all(item["attempts"] == 0 for item in report["items"])
     assert any(w.startswith("offline cannot load sst2-bert") for w in report["warnings"])
+
+    # The tokenizer loads but the weights are missing: the model fails only when the run builds it.
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    p = start_worker(root, "noweights", log=tmp_path / "noweights.log",
+                     env={"FEDSPEC_SST2_MODEL": str(no_weights), "FEDSPEC_SST2_DATA": str(data_dir)})
+    assert p.wait(timeout=120) == 1
+    assert "model" in (tmp_path / "noweights.log").read_text() and "could not be loaded" in (tmp_path / "noweights.log").read_text()
+    assert all(item["attempts"] == 0 for item in status_json(root)["items"])
 
     online = {"FEDSPEC_SST2_MODEL": str(model_dir), "FEDSPEC_SST2_DATA": str(data_dir)}
     p = start_worker(root, "online", log=tmp_path / "online.log", env=online)
