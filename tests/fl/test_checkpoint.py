@@ -62,10 +62,18 @@ def test_commit_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path:
         events.append(f"rename {Path(dst).name}")
         real_replace(src, dst)
 
+    def sync_data(fd: int) -> None:  # fdatasync where there is one
+        events.append("sync file data")
+        real_sync_data(fd)
+
+    from fedspec import atomic
+
+    real_sync_data = atomic._sync_data
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(atomic, "_sync_data", sync_data)
     monkeypatch.setattr(os, "replace", replace)
     save_checkpoint(tmp_path, "item", "h1", sample(2))
-    assert events == ["fsync file", f"rename {NAME}", "fsync folder"]
+    assert events == ["sync file data", f"rename {NAME}", "fsync folder"]
 
 
 def test_missing_checkpoint_means_fresh_start(tmp_path: Path) -> None:
