@@ -95,7 +95,8 @@ def worker(
         except TaskError as err:
             raise TaskUnavailable(spec.task, str(err)) from None
         except ImportError as err:
-            raise TaskUnavailable(spec.task, f"{err} (pip install 'fedspec[text]')") from None
+            hint = "" if spec.task == "digits" else " (pip install 'fedspec[text]')"
+            raise TaskUnavailable(spec.task, f"{err}{hint}") from None
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
