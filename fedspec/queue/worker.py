@@ -55,6 +55,7 @@ class WorkerSettings:
     poll: float = 10.0
     wait: bool = False
     max_items: int | None = None
+    retry_unavailable: float = 600.0  # a task this machine could not load is tried again after this (a Wi-Fi drop passes)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Worker:
         self._queue_errors = 0
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
         self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
+        self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -164,7 +166,8 @@ class Worker:
         by_id = {i.id: i for i in items}
         for st in claim_order(report.items, self.name):
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
-            if not claimable or st.task in self.unavailable or self._not_synced.get(st.id, 0.0) > time.monotonic():
+            now = time.monotonic()
+            if not claimable or self._unavailable_until.get(st.task, 0.0) > now or self._not_synced.get(st.id, 0.0) > now:
                 continue
             if st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
@@ -209,6 +212,7 @@ class Worker:
             lease.release()  # nor is a task this machine cannot load: other machines may
             outcome, error = "left to other machines", str(err)
             self.unavailable[err.task] = err.reason
+            self._unavailable_until[err.task] = time.monotonic() + self.settings.retry_unavailable
             self.heartbeat.update(unavailable=dict(self.unavailable))
         except (StopRequested, KeyboardInterrupt):
             lease.release()
@@ -224,6 +228,8 @@ class Worker:
             lease.fail(error)
         finally:
             self.heartbeat.update(state="idle", item=None, generation=None, round=None)
+        if outcome == "done" and self.unavailable.pop(item.spec.get("task"), None) is not None:
+            self.heartbeat.update(unavailable=dict(self.unavailable))  # it loads now: no longer left to others
         self.outcomes[outcome] += 1
         if self.events.on_item_end:
             self.events.on_item_end(item, outcome, error)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +195,40 @@ def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> N
     (st,) = classify(RootPaths(tmp_path), load_queue(RootPaths(tmp_path))).items
     assert st.state == "failed" and "\n" not in st.error
     assert "item x: method: got 'fedprox'" in st.error
+
+
+def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path: Path) -> None:
+    """A Wi-Fi drop while loading a task must not idle a waiting worker for the rest of the grid."""
+    from fedspec.errors import TaskUnavailable
+    from fedspec.queue.heartbeat import Heartbeat
+    from fedspec.queue.worker import Worker, WorkerSettings
+
+    paths = make_root(tmp_path, ("a", "b"))
+    assert try_claim(paths, "b", 0, "peer", settle_s=0.0) is not None  # a live peer runs b: the worker waits
+    Heartbeat(paths, "peer", 30.0).beat()
+    calls: list[float] = []
+
+    def job(item, guard, progress) -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise TaskUnavailable("digits", "no network")
+        for done in ("a", "b"):  # a runs now; the peer finishes b meanwhile
+            paths.results.mkdir(parents=True, exist_ok=True)
+            (paths.results / f"{done}.csv").write_text("round\n1\n")
+        return "done"
+
+    w = Worker(paths, "w1", job, WorkerSettings(wait=True, poll=0.1, retry_unavailable=0.5))
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(w.run()))
+    runner.start()
+    runner.join(timeout=30)
+    if runner.is_alive():  # still skipping a: stop it, then fail
+        w.request_stop(signal.SIGTERM)
+        runner.join()
+    assert codes == [0], f"the worker never tried the task again ({len(calls)} call(s))"
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.5  # handed back, then tried again after the interval
+    assert dict(w.outcomes) == {"left to other machines": 1, "done": 1}
+    assert w.unavailable == {}  # it loads now, and the heartbeat no longer says otherwise
+    assert json.loads((paths.heartbeats / "w1.json").read_text()).get("unavailable") == {}
+    (st_a, st_b) = classify(paths, load_queue(paths)).items
+    assert st_a.state == "done" and st_a.attempts == 0
