@@ -45,6 +45,8 @@ def worker(
     Results go to ROOT/paper_results/<item>.csv.  Stale items of crashed or
     sleeping peers are resumed from their last round.  Ctrl-C or SIGTERM
     stops after the current round and hands the item back at once (exit 130/143).
+    Items of a task this machine cannot load (no network for the hub, no data
+    folder, no text extra) are handed back for other machines, not failed.
     """
     setup_logging(verbose)
     if not 0 < 2 * heartbeat <= lease_ttl:  # NaN fails too
