@@ -51,7 +51,8 @@ def render(report: StatusReport) -> Group:
         style = STATE_STYLE[i.state]
         items.add_row(
             i.id, f"[{style}]{i.state}[/{style}]" + (" (stale)" if i.stale else ""), f"{i.round}/{i.rounds}",
-            i.holder or "-", _age(i.heartbeat_age) if i.state == "running" else "-",
+            # A pending item's last holder handed it back (or failed): showing it would read as still held.
+            (i.holder if i.state != "pending" else None) or "-", _age(i.heartbeat_age) if i.state == "running" else "-",
             "-" if i.accuracy is None else f"{i.accuracy:.4f}", str(i.attempts),
         )
         if i.error:

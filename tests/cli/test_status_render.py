@@ -18,7 +18,7 @@ def report() -> StatusReport:
         ItemStatus(IDS[0], "running", 12, 50, "macbook-pro-of-a-researcher", 1, "RuntimeError: [a] b", 3, 0.8123, 14.0, stale=True),
         ItemStatus(IDS[1], "failed", 3, 50, None, 3, "CheckpointError: torn or foreign checkpoint (no fedspec header)", 5),
         ItemStatus(IDS[2], "done", 50, 50, "gtx1660-laptop", 1, None, 1, 0.9312),
-        ItemStatus(IDS[3], "pending", 0, 50, None, 0, None, 0),
+        ItemStatus(IDS[3], "pending", 7, 50, "released-by-laptop", 0, None, 2),  # handed back at round 7
     ]
     workers = [WorkerStatus("macbook-pro-of-a-researcher", "macbook-pro.local", "mps", IDS[0], 12, 3.25, 14.0, "running")]
     return StatusReport(counts={"pending": 1, "running": 1, "done": 1, "failed": 1}, items=items, workers=workers)
@@ -55,3 +55,4 @@ def test_status_table_keeps_whole_item_ids_at_any_width(width: int) -> None:
     assert "(stale)" in text and "12/50" in text
     assert f"{IDS[1]}: last error: CheckpointError: torn or foreign" in text.replace("\n", " ")
     assert "RuntimeError: [a] b" in text  # markup characters in an error are shown, not interpreted
+    assert "released" not in text  # nobody holds a pending item, whoever handed it back
