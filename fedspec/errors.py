@@ -38,19 +38,11 @@ class AggregationError(FedspecError):
 
 
 class TaskError(FedspecError):
-    """A task's data or model could not be loaded."""
-
-
-class TaskUnavailable(FedspecError):
-    """This machine cannot load a task (a package, the network or a data folder is missing here).
+    """A task's data or model could not be loaded (the network, a data folder or a package is missing here).
 
     Not the item's fault: a worker hands the item back for machines that can
     load the task, instead of counting a failed attempt against it.
     """
-
-    def __init__(self, task: str, reason: str) -> None:
-        super().__init__(f"{task} cannot be loaded on this machine: {reason}")
-        self.task, self.reason = task, reason
 
 
 class LeaseLost(FedspecError):

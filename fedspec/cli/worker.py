@@ -14,7 +14,7 @@ from fedspec.cli.common import console, out, setup_logging, writable_root
 from fedspec.config import load_grid
 from fedspec.queue.identity import check_worker_name, default_worker_name
 from fedspec.queue.store import RootPaths
-from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
+from fedspec.queue.worker import LEFT_TO_OTHERS, Worker, WorkerEvents, WorkerSettings
 from fedspec.queue.workqueue import QueueItem, add_items, load_queue
 
 # Sync clients that propagate files with unbounded delay and ignore locks across machines.
@@ -63,7 +63,7 @@ def worker(
     worker_name = check_worker_name(name) if name else default_worker_name()
 
     from fedspec.config import make_spec
-    from fedspec.errors import TaskError, TaskUnavailable
+    from fedspec.errors import TaskError
     from fedspec.fl.device import resolve_device
     from fedspec.fl.loop import run_experiment
     from fedspec.fl.tasks import load_task
@@ -89,16 +89,11 @@ def worker(
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 
-        # Only loading a task's data, tokenizer or model raises TaskError (the model when the run builds it):
-        # no network, no data folder, no package here. Another machine may have them.
         try:
             return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress, on_start=on_start,
                                   task=load(spec.task, spec.max_train_samples), writer=worker_name).status
-        except TaskError as err:
-            raise TaskUnavailable(spec.task, str(err)) from None
-        except ImportError as err:
-            hint = "" if spec.task == "digits" else " (pip install 'fedspec[text]')"
-            raise TaskUnavailable(spec.task, f"{err}{hint}") from None
+        except ImportError as err:  # a package missing here (also when the model is built): a TaskError, left to other machines
+            raise TaskError(f"{spec.task}: {err}" + ("" if spec.task == "digits" else " (pip install 'fedspec[text]')")) from None
 
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
@@ -127,7 +122,7 @@ def worker(
     for task_name in w.unavailable:
         console.print(f"[yellow]warning:[/yellow] this machine cannot load {task_name} (why: above); its items are left to "
                       "other machines", highlight=False)
-    if code == 0 and w.unavailable and set(w.outcomes) == {"left to other machines"}:
+    if code == 0 and w.unavailable and set(w.outcomes) == {LEFT_TO_OTHERS}:
         code = 1  # nothing this machine can run: say so in the exit code too
     out.print(f"worker {worker_name}: {tally}" + ("" if code in (0, 1) else f"; stopped (exit {code})"))
     if code:

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError, TaskUnavailable
+from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError, TaskError
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -41,6 +41,9 @@ def claim_order(statuses: list, name: str) -> list:
         return statuses
     offset = zlib.crc32(name.encode()) % len(statuses)
     return statuses[offset:] + statuses[:offset]
+
+
+LEFT_TO_OTHERS = "left to other machines"  # the outcome of an item whose task this machine cannot load
 
 
 class StopRequested(Exception):
@@ -179,6 +182,7 @@ class Worker:
         return False
 
     def _run_item(self, item: QueueItem, lease: Lease) -> None:
+        task = item.spec.get("task")
         self.heartbeat.update(state="running", item=item.id, generation=lease.generation, round=None,
                               rounds=item.rounds)
         if self.events.on_claim:
@@ -208,11 +212,11 @@ class Worker:
             lease.release()  # not the item's fault: hand it back and look again later
             outcome, error = "waiting-for-sync", str(err)
             self._not_synced[item.id] = time.monotonic() + max(self.settings.poll, 2.0)
-        except TaskUnavailable as err:
+        except TaskError as err:
             lease.release()  # nor is a task this machine cannot load: other machines may
-            outcome, error = "left to other machines", str(err)
-            self.unavailable[err.task] = err.reason
-            self._unavailable_until[err.task] = time.monotonic() + self.settings.retry_unavailable
+            outcome, error = LEFT_TO_OTHERS, str(err)
+            self.unavailable[task] = error
+            self._unavailable_until[task] = time.monotonic() + self.settings.retry_unavailable
             self.heartbeat.update(unavailable=dict(self.unavailable))
         except (StopRequested, KeyboardInterrupt):
             lease.release()
@@ -228,7 +232,7 @@ class Worker:
             lease.fail(error)
         finally:
             self.heartbeat.update(state="idle", item=None, generation=None, round=None)
-        if outcome == "done" and self.unavailable.pop(item.spec.get("task"), None) is not None:
+        if outcome == "done" and self.unavailable.pop(task, None) is not None:
             self.heartbeat.update(unavailable=dict(self.unavailable))  # it loads now: no longer left to others
         self.outcomes[outcome] += 1
         if self.events.on_item_end:

@@ -199,7 +199,7 @@ def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> N
 
 def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path: Path) -> None:
     """A Wi-Fi drop while loading a task must not idle a waiting worker for the rest of the grid."""
-    from fedspec.errors import TaskUnavailable
+    from fedspec.errors import TaskError
     from fedspec.queue.heartbeat import Heartbeat
     from fedspec.queue.worker import Worker, WorkerSettings
 
@@ -211,7 +211,7 @@ def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path:
     def job(item, guard, progress) -> str:
         calls.append(time.monotonic())
         if len(calls) == 1:
-            raise TaskUnavailable("digits", "no network")
+            raise TaskError("digits: no network")
         for done in ("a", "b"):  # a runs now; the peer finishes b meanwhile
             paths.results.mkdir(parents=True, exist_ok=True)
             (paths.results / f"{done}.csv").write_text("round\n1\n")
