@@ -32,7 +32,12 @@ def _age(seconds: float | None) -> str:
 def render(report: StatusReport) -> Group:
     c = report.counts
     total = sum(c.values())
-    eta = "unknown" if report.eta_seconds is None else _age(report.eta_seconds)
+    if report.eta_seconds is not None:
+        eta = _age(report.eta_seconds)
+    elif report.live_workers == 0 and (c["pending"] or c["running"]):
+        eta = "- (no worker running: start `fedspec worker`)"
+    else:
+        eta = "unknown"
     head = (f"[bold]{total} items[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "
             f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   ETA {eta}")
     # Fits an 80-column terminal: long item ids and worker names wrap rather than lose their ends to
@@ -63,12 +68,13 @@ def render(report: StatusReport) -> Group:
         for col in ("worker", "host"):
             workers.add_column(col, overflow="fold", max_width=14)
         workers.add_column("device", no_wrap=True, min_width=6)
-        workers.add_column("state", no_wrap=True, min_width=7)
+        workers.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (silent)" wraps after "running"
         workers.add_column("item", overflow="fold")
         for col in ("round", "s/round", "seen"):
             workers.add_column(col, no_wrap=True, min_width=len(col))
         for w in report.workers:
-            workers.add_row(w.name, w.host or "-", w.device or "-", w.state or "-", w.item or "-",
+            silent = w.state in ("idle", "running") and not w.live  # killed, asleep or cut off: its beat says otherwise
+            workers.add_row(w.name, w.host or "-", w.device or "-", (w.state or "-") + (" (silent)" if silent else ""), w.item or "-",
                             "-" if w.round is None else str(w.round),
                             "-" if w.sec_per_round is None else f"{w.sec_per_round:.2f}", _age(w.heartbeat_age))
         parts.append(workers)
@@ -80,9 +86,14 @@ def render(report: StatusReport) -> Group:
 def status(
     root: Path = typer.Option(Path("."), help="The shared folder."),
     watch: float = typer.Option(0.0, min=0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds, live_workers)."),
 ) -> None:
-    """Show the queue: counts, each item's state/holder/round/accuracy/attempts/error, workers, ETA, warnings."""
+    """Show the queue: counts, each item's state/holder/round/accuracy/attempts/error, workers, ETA, warnings.
+
+    The ETA counts the workers that are live (working or waiting, heartbeat
+    within their lease TTL), each at its own seconds per round; a worker whose
+    heartbeat went silent is shown as such and not counted.
+    """
     paths = RootPaths(Path(root).expanduser())
     report = collect(paths)
     if as_json:

@@ -18,6 +18,7 @@ from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeh
 from fedspec.queue.workqueue import QueueItem, load_queue
 
 STATES = ("pending", "running", "done", "failed")
+DEFAULT_TTL = 300.0  # for a heartbeat that does not say its lease TTL
 
 
 @dataclass
@@ -47,6 +48,13 @@ class WorkerStatus:
     heartbeat_age: float | None
     state: str | None
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why this worker cannot load it
+    lease_ttl: float | None = None
+
+    @property
+    def live(self) -> bool:
+        """Working or polling for work, with a heartbeat younger than its lease TTL (a killed worker's says running)."""
+        ttl = DEFAULT_TTL if self.lease_ttl is None else self.lease_ttl
+        return self.state in ("idle", "running") and self.heartbeat_age is not None and self.heartbeat_age <= ttl
 
 
 @dataclass
@@ -57,6 +65,10 @@ class StatusReport:
     warnings: list[str] = field(default_factory=list)
     eta_seconds: float | None = None
 
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self.workers if w.live)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "counts": self.counts,
@@ -64,6 +76,7 @@ class StatusReport:
             "workers": [asdict(w) for w in self.workers],
             "warnings": self.warnings,
             "eta_seconds": self.eta_seconds,
+            "live_workers": self.live_workers,
         }
 
 
@@ -149,7 +162,7 @@ def classify(
             elif moved_on:
                 st.stale = True
             else:
-                ttl = float(beat.get("lease_ttl", 300))
+                ttl = float(beat.get("lease_ttl", DEFAULT_TTL))
                 st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl
             st.state = "running"
             if st.stale:
@@ -159,9 +172,10 @@ def classify(
         statuses.append(st)
     counts = {s: sum(1 for i in statuses if i.state == s) for s in STATES}
     workers = [
-        WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), b.get("sec_per_round"),
+        WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), _number(b.get("sec_per_round")),
                      ages.get(name), b.get("state"),
-                     {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {})
+                     {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
+                     _number(b.get("lease_ttl")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -177,14 +191,29 @@ def classify(
     return StatusReport(counts, statuses, workers, warnings, _eta(statuses, workers, all_secs))
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]) -> float | None:
-    remaining = sum(max(0, i.rounds - i.round) for i in items if i.state in ("pending", "running"))
+    """Seconds until every unfinished item is done: the rounds left over the live workers' speeds.
+
+    Each live worker counts at its own last seconds per round (an M2 and a
+    GTX laptop differ), or at the mean over the rounds so far when it has not
+    reported one; no more workers count than items are left.  None when no
+    live worker is left to do the work (their heartbeats say stopped, or went
+    silent), or no speed is known yet.
+    """
+    unfinished = [i for i in items if i.state in ("pending", "running")]
+    remaining = sum(max(0, i.rounds - i.round) for i in unfinished)
     if remaining == 0:
         return 0.0
-    if not secs:
+    mean = sum(secs) / len(secs) if secs else None
+    per_round = [w.sec_per_round if w.sec_per_round else mean for w in workers if w.live]
+    if not per_round or None in per_round:
         return None
-    active = sum(1 for w in workers if w.state in ("idle", "running")) or 1
-    return remaining * (sum(secs) / len(secs)) / active
+    fastest = sorted(max(s, 1e-3) for s in per_round)[: len(unfinished)]
+    return remaining / sum(1 / s for s in fastest)
 
 
 def collect(paths: RootPaths) -> StatusReport:

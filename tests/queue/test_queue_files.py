@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -144,6 +146,48 @@ def test_failed_attempts_make_an_item_failed_and_retry_puts_it_back(tmp_path: Pa
     assert res.returncode == 0, res.stderr
     (st,) = classify(paths, load_queue(paths)).items
     assert st.state == "pending" and st.attempts == 0
+
+
+def beat(paths: RootPaths, name: str, age: float, **fields) -> None:
+    """A worker's heartbeat file as a worker writes it, last written ``age`` seconds ago."""
+    paths.heartbeats.mkdir(parents=True, exist_ok=True)
+    path = paths.heartbeats / f"{name}.json"
+    path.write_text(json.dumps({"worker": name, "host": name, "state": "idle", "lease_ttl": 600.0, "counter": 1, **fields}))
+    os.utime(path, (time.time() - age, time.time() - age))
+
+
+def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> None:
+    paths = make_root(tmp_path, ("a", "b", "c"))  # 3 pending items of 2 rounds: 6 rounds left
+    beat(paths, "mac", 5, state="running", sec_per_round=1.0)
+    beat(paths, "gtx", 5, sec_per_round=0.5)  # idle between items
+    beat(paths, "old", 5, state="stopped", sec_per_round=0.1)  # exited: does no more work
+    report = classify(paths, load_queue(paths))
+    assert report.live_workers == 2 and report.eta_seconds == pytest.approx(6 / (1 / 1.0 + 1 / 0.5))
+    beat(paths, "mac", 700, state="running", sec_per_round=1.0)  # killed: its last beat still says running
+    report = classify(paths, load_queue(paths))
+    assert report.live_workers == 1 and report.eta_seconds == pytest.approx(6 / 2)
+    assert "running (silent)" in render_text(report)
+    (paths.results).mkdir(parents=True, exist_ok=True)
+    for done in ("a", "b"):
+        (paths.results / f"{done}.csv").write_text("round\n1\n2\n")
+    beat(paths, "mac", 5, state="running", sec_per_round=1.0)
+    report = classify(paths, load_queue(paths))  # one item left: a second worker does not halve its time
+    assert report.eta_seconds == pytest.approx(2 * 0.5)
+    beat(paths, "gtx", 5, state="stopped")
+    beat(paths, "mac", 5, state="stopped")
+    report = classify(paths, load_queue(paths))
+    assert report.live_workers == 0 and report.eta_seconds is None
+    assert "ETA - (no worker running: start `fedspec worker`)" in render_text(report)
+
+
+def render_text(report) -> str:
+    from rich.console import Console
+
+    from fedspec.cli.status import render
+
+    console = Console(width=160, color_system=None, record=True, file=io.StringIO())
+    console.print(render(report))
+    return console.export_text()
 
 
 def test_foreign_file_in_claims_is_reported_and_ignored(tmp_path: Path) -> None:
