@@ -79,16 +79,25 @@ def run(
     with progress:
         bar = progress.add_task(item_id, total=spec.rounds, info="loading task…")
 
+        committed = 0
+
         def on_start(done: int, total: int) -> None:
+            nonlocal committed
+            committed = done
             progress.update(bar, completed=done, info=f"resumed after round {done}" if done else "training…")
 
+        def on_step(done: int, total: int) -> None:  # within a round (a text round takes minutes): the bar moves, its ETA holds
+            progress.update(bar, completed=committed + (done / total if total > 0 else 0.0))
+
         def on_round(row: dict) -> None:
+            nonlocal committed
+            committed = row["round"]
             progress.update(bar, completed=row["round"],
                             info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
 
         before = signal.signal(signal.SIGTERM, _terminated)  # `kill`, a job scheduler, `docker stop`: as Ctrl-C
         try:
-            outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start)
+            outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start, on_step=on_step)
         except (KeyboardInterrupt, Terminated) as stop:
             progress.stop()
             header = read_header(checkpoint_dir(root, item_id))  # what is on disk, whatever the bar last showed

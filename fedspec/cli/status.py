@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedspec.cli.common import out
-from fedspec.queue.status import StatusReport, collect
+from fedspec.queue.status import StatusReport, WorkerStatus, collect
 from fedspec.queue.store import RootPaths
 
 STATE_STYLE = {"pending": "white", "running": "cyan", "done": "green", "failed": "red"}
@@ -27,6 +27,12 @@ def _age(seconds: float | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def _round_cell(w: WorkerStatus) -> str:
+    if w.round is None and w.round_progress is None:
+        return "-"
+    return f"{w.round or 0}" + ("" if w.round_progress is None else f"+{100 * w.round_progress:.0f}%")
 
 
 def render(report: StatusReport) -> Group:
@@ -64,7 +70,8 @@ def render(report: StatusReport) -> Group:
             errors.append(f"[{style}]{i.id}[/{style}]: last error: {escape(i.error[:300])}")
     parts: list = [head, items, *errors]
     if report.workers:
-        workers = Table(show_edge=False, header_style="bold")
+        workers = Table(show_edge=False, header_style="bold", caption="round: rounds committed (+ share of the next one trained)",
+                        caption_justify="left")
         for col in ("worker", "host"):
             workers.add_column(col, overflow="fold", max_width=14)
         workers.add_column("device", no_wrap=True, min_width=6)
@@ -75,7 +82,7 @@ def render(report: StatusReport) -> Group:
         for w in report.workers:
             silent = w.state in ("idle", "running") and not w.live  # killed, asleep or cut off: its beat says otherwise
             workers.add_row(w.name, w.host or "-", w.device or "-", (w.state or "-") + (" (silent)" if silent else ""), w.item or "-",
-                            "-" if w.round is None else str(w.round),
+                            _round_cell(w),
                             "-" if w.sec_per_round is None else f"{w.sec_per_round:.2f}", _age(w.heartbeat_age))
         parts.append(workers)
     for line in report.warnings:

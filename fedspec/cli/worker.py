@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from fedspec.cli.common import console, out, setup_logging, writable_root
 from fedspec.config import load_grid
@@ -24,6 +25,35 @@ SYNC_FOLDER_HINTS = re.compile(r"dropbox|mobile documents|clouddocs|icloud|googl
 def default_settle(root: Path) -> float:
     """Seconds to wait after writing a claim: 0 where the lock excludes, a minute in a sync folder."""
     return 60.0 if SYNC_FOLDER_HINTS.search(str(root)) else 0.0
+
+
+class RoundBar:
+    """A bar under the worker's lines for the round in flight, on a terminal: a text round takes minutes.
+
+    Transient: the round's line replaces it when the round is committed.
+    """
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                                 TextColumn("left in the round"), console=console, transient=True)
+        self.task: int | None = None
+        self.round: dict[str, int] = {}  # item -> round in flight
+
+    def started(self, item: QueueItem, done: int) -> None:
+        self.round[item.id] = done + 1
+
+    def step(self, item: QueueItem, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=total)
+        what = f"  {item.id} round {self.round.get(item.id, '?')}/{item.rounds}"
+        self.progress.update(self.task, description=what, completed=done, total=total)
+
+    def ended(self, item: QueueItem, committed: int | None = None) -> None:
+        if committed is not None:
+            self.round[item.id] = committed + 1
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
 
 
 def worker(
@@ -82,16 +112,20 @@ def worker(
         console.print(f"  {name} loaded in {time.monotonic() - started:.1f}s", highlight=False)
         return task
 
-    def job(item: QueueItem, guard, progress) -> str:
+    bar = RoundBar() if console.is_terminal else None
+
+    def job(item: QueueItem, guard, progress, on_step) -> str:
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
 
         def on_start(done: int, total: int) -> None:
+            if bar is not None:
+                bar.started(item, done)
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 
         try:
             return run_experiment(spec, item.id, paths.root, device=dev.type, guard=guard, on_round=progress, on_start=on_start,
-                                  task=load(spec.task, spec.max_train_samples), writer=worker_name).status
+                                  on_step=on_step, task=load(spec.task, spec.max_train_samples), writer=worker_name).status
         except ImportError as err:  # a package missing here (also when the model is built): a TaskError, left to other machines
             raise TaskError(f"{spec.task}: {err}" + ("" if spec.task == "digits" else " (pip install 'fedspec[text]')")) from None
 
@@ -99,10 +133,14 @@ def worker(
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
 
     def on_round(item: QueueItem, row: dict) -> None:
+        if bar is not None:
+            bar.ended(item, row["round"])
         console.print(f"  {item.id} round {row['round']}/{item.rounds}  acc {row['test_accuracy']:.4f}  "
                       f"rank {row['rank']}  {row['round_seconds']:.2f}s", highlight=False)
 
     def on_item_end(item: QueueItem, outcome: str, error: str | None) -> None:
+        if bar is not None:
+            bar.ended(item)
         colour = {"done": "green", "failed": "red"}.get(outcome, "yellow")
         console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({error})" if error else ""), highlight=False)
 
@@ -114,10 +152,15 @@ def worker(
                               settle=default_settle(paths.root) if settle is None else settle,
                               poll=poll, wait=wait, max_items=max_items)
     events = WorkerEvents(on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
+                          on_step=None if bar is None else bar.step,
                           on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {line}", highlight=False))
     w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})
     console.print(f"worker {worker_name} on {dev.type}, root {paths.root} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
-    code = w.run()
+    if bar is None:
+        code = w.run()
+    else:
+        with bar.progress:
+            code = w.run()
     tally = ", ".join(f"{n} {outcome}" for outcome, n in w.outcomes.items()) or "no item run"
     for task_name in w.unavailable:
         console.print(f"[yellow]warning:[/yellow] this machine cannot load {task_name} (why: above); its items are left to "

@@ -71,8 +71,13 @@ def train_local(
     settings: TrainSettings,
     seed: int,
     device: torch.device,
+    on_step: Callable[[int], None] | None = None,
 ) -> LocalResult:
-    """Train one client once from ``start``; raises on a non-finite loss."""
+    """Train one client once from ``start``; raises on a non-finite loss.
+
+    ``on_step`` is called after every optimizer step with the number of
+    examples this call has trained on so far (all epochs).
+    """
     set_state(model, start)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -80,6 +85,7 @@ def train_local(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout in transformer tasks
     losses: list[float] = []
+    trained = 0
     for _ in range(settings.local_epochs):
         order = indices[torch.randperm(len(indices), generator=gen).numpy()]
         for chosen in epoch_batches(data, order, settings.batch_size, settings.group_by_length):
@@ -95,6 +101,9 @@ def train_local(
             opt.step()
             mask_model_(model, settings.pairs, settings.rank)
             losses.append(value)
+            trained += len(chosen)
+            if on_step is not None:
+                on_step(trained)
     state = get_state(model)
     if not is_finite(state):
         raise FloatingPointError("update has NaN or inf")
@@ -112,18 +121,20 @@ def train_client(
     device: torch.device,
     retries: int,
     on_batch_size: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> LocalResult:
     """:func:`train_local` with retries.
 
     Out of memory halves the batch size (reported through ``on_batch_size``,
     kept for later clients) and tries again without using up a retry; any
     other exception, NaN or inf uses one retry.  After ``retries`` retries the
-    client is given up with :class:`ClientFailed`.
+    client is given up with :class:`ClientFailed`.  ``on_step`` is passed to
+    each try, so a retried client's count starts from zero again.
     """
     failures = 0
     while True:
         try:
-            return train_local(model, logits, data, indices, start, settings, seed, device)
+            return train_local(model, logits, data, indices, start, settings, seed, device, on_step)
         except Exception as err:  # noqa: BLE001 - any client fault is retried, then skipped and counted
             if is_out_of_memory(err) and settings.batch_size > 1:
                 empty_cache(device)

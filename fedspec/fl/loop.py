@@ -82,6 +82,7 @@ def run_experiment(
     guard: Guard = _no_guard,
     on_round: RoundCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     task: TaskData | None = None,
     writer: str | None = None,
 ) -> RunOutcome:
@@ -99,6 +100,12 @@ def run_experiment(
         Called with each new CSV row after its checkpoint is committed.
     on_start
         Called once with (rounds already done, rounds in total).
+    on_step
+        Called during a round's local training with (examples trained so far
+        in this round, examples the round trains: the sampled clients' samples
+        times the local epochs), after every step of clients trained one by one
+        (a text round takes minutes) and once for clients trained together.
+        The count can go back when a client is retried.
     task
         A loaded task to reuse (tests, benchmarks); loaded from the spec if None.
     writer
@@ -161,17 +168,23 @@ def run_experiment(
         results: list[LocalResult] = []
         failures: list[str] = []
         together = _train_together(model, task, client_indices, sampled, state, settings, spec, rnd, dev)
+        examples = {k: len(client_indices[k]) * settings.local_epochs for k in sampled}
+        trained = sum(examples[k] for k in together)  # examples of the clients done so far
+        if on_step is not None and together:
+            on_step(trained, sum(examples.values()))
         for k in sampled:
             if k in together:
                 results.append(together[k])
                 continue
+            step = None if on_step is None else functools.partial(_step, on_step, trained, sum(examples.values()))
             try:
                 results.append(
                     train_client(model, task.logits, task.train, client_indices[k], state, settings,
-                                 derive_seed(spec.seed, rnd, int(k)), dev, spec.client_retries, remember_batch_size)
+                                 derive_seed(spec.seed, rnd, int(k)), dev, spec.client_retries, remember_batch_size, step)
                 )
             except ClientFailed as err:
                 failures.append(f"client {k}: {err}")
+            trained += examples[k]
         if not results:
             raise AggregationError(f"{item_id}: round {rnd}: every sampled client failed ({failures[-1]})")
         gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, _REINIT))
@@ -257,6 +270,10 @@ def _train_together(model, task: TaskData, client_indices, sampled: list[int], s
         return {}
     # A client whose loss or update is not finite (NaN mean loss) is retried alone, with the sequential path's retries.
     return {k: r for k, r in zip(sampled, out) if math.isfinite(r.mean_loss)}
+
+
+def _step(on_step: Callable[[int, int], None], before: int, total: int, in_client: int) -> None:
+    on_step(before + in_client, total)
 
 
 def _sample_clients(spec: ExperimentSpec, rnd: int) -> list[int]:

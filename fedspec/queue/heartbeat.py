@@ -44,6 +44,11 @@ class Heartbeat:
             self.fields.update(fields)
         self.beat()
 
+    def note(self, **fields: Any) -> None:
+        """Change what the next periodic beat says without writing now (values that change every step)."""
+        with self._lock:
+            self.fields.update(fields)
+
     def beat(self) -> None:
         with self._lock:
             self.counter += 1

@@ -49,6 +49,7 @@ class WorkerStatus:
     state: str | None
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why this worker cannot load it
     lease_ttl: float | None = None
+    round_progress: float | None = None  # share of the round in flight trained so far (at its last heartbeat)
 
     @property
     def live(self) -> bool:
@@ -175,7 +176,7 @@ def classify(
         WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), _number(b.get("sec_per_round")),
                      ages.get(name), b.get("state"),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
-                     _number(b.get("lease_ttl")))
+                     _number(b.get("lease_ttl")), _number(b.get("round_progress")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -205,7 +206,8 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     silent), or no speed is known yet.
     """
     unfinished = [i for i in items if i.state in ("pending", "running")]
-    remaining = sum(max(0, i.rounds - i.round) for i in unfinished)
+    in_flight = sum(w.round_progress or 0.0 for w in workers if w.live and w.item in {i.id for i in unfinished})
+    remaining = max(0.0, sum(max(0, i.rounds - i.round) for i in unfinished) - in_flight)
     if remaining == 0:
         return 0.0
     mean = sum(secs) / len(secs) if secs else None

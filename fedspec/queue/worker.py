@@ -1,10 +1,12 @@
 """The worker loop: claim an item, run the injected job with the fence, repeat.
 
-The job is any callable ``job(item, guard, progress)``; the CLI passes one
-that trains with :func:`fedspec.fl.loop.run_experiment`.  ``guard(kind)`` is
-the fence (called before every checkpoint and result commit) and
-``progress(row)`` is called after each committed round, which is also where a
-requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
+The job is any callable ``job(item, guard, progress, on_step)``; the CLI
+passes one that trains with :func:`fedspec.fl.loop.run_experiment`.
+``guard(kind)`` is the fence (called before every checkpoint and result
+commit) and ``progress(row)`` is called after each committed round, which is
+also where a requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
+``on_step(done, total)`` reports how far the round in flight is (examples
+trained of the round's examples); it goes into the next heartbeat.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fedspec.queue.workqueue import QueueItem, load_queue, merge_conflicted_copi
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None]], Any]
+Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None], Callable[[int, int], None]], Any]
 
 
 def claim_order(statuses: list, name: str) -> list:
@@ -67,6 +69,7 @@ class WorkerEvents:
 
     on_claim: Callable[[QueueItem, Lease], None] | None = None
     on_round: Callable[[QueueItem, dict[str, Any]], None] | None = None
+    on_step: Callable[[QueueItem, int, int], None] | None = None  # (item, examples trained, of the round's)
     on_item_end: Callable[[QueueItem, str, str | None], None] | None = None
     on_idle: Callable[[StatusReport], None] | None = None
     on_warning: Callable[[str], None] | None = None
@@ -184,7 +187,7 @@ class Worker:
     def _run_item(self, item: QueueItem, lease: Lease) -> None:
         task = item.spec.get("task")
         self.heartbeat.update(state="running", item=item.id, generation=lease.generation, round=None,
-                              rounds=item.rounds)
+                              round_progress=None, rounds=item.rounds)
         if self.events.on_claim:
             self.events.on_claim(item, lease)
         started = time.monotonic()
@@ -194,16 +197,21 @@ class Worker:
             nonlocal rounds_done
             rounds_done += 1
             per_round = (time.monotonic() - started) / rounds_done
-            self.heartbeat.update(round=row.get("round"), sec_per_round=round(per_round, 3),
+            self.heartbeat.update(round=row.get("round"), round_progress=None, sec_per_round=round(per_round, 3),
                                   device=row.get("device"), accuracy=row.get("test_accuracy"))
             if self.events.on_round:
                 self.events.on_round(item, row)
             if self.stop_signal is not None:
                 raise StopRequested
 
+        def within_round(done: int, total: int) -> None:
+            self.heartbeat.note(round_progress=round(done / total, 3) if total > 0 else None)
+            if self.events.on_step:
+                self.events.on_step(item, done, total)
+
         outcome, error = "done", None
         try:
-            if self.job(item, lease.check, progress) == "duplicate":
+            if self.job(item, lease.check, progress, within_round) == "duplicate":
                 outcome = "duplicate"  # a peer's result was there first; ours was discarded
         except LeaseLost as err:
             outcome, error = "lease-lost", str(err)
@@ -231,7 +239,7 @@ class Worker:
             log.error("%s failed:\n%s", item.id, traceback.format_exc())
             lease.fail(error)
         finally:
-            self.heartbeat.update(state="idle", item=None, generation=None, round=None)
+            self.heartbeat.update(state="idle", item=None, generation=None, round=None, round_progress=None)
         if outcome == "done" and self.unavailable.pop(task, None) is not None:
             self.heartbeat.update(unavailable=dict(self.unavailable))  # it loads now: no longer left to others
         self.outcomes[outcome] += 1

@@ -20,7 +20,8 @@ def report() -> StatusReport:
         ItemStatus(IDS[2], "done", 50, 50, "gtx1660-laptop", 1, None, 1, 0.9312),
         ItemStatus(IDS[3], "pending", 7, 50, "released-by-laptop", 0, None, 2),  # handed back at round 7
     ]
-    workers = [WorkerStatus("macbook-pro-of-a-researcher", "macbook-pro.local", "mps", IDS[0], 12, 3.25, 14.0, "running")]
+    workers = [WorkerStatus("macbook-pro-of-a-researcher", "macbook-pro.local", "mps", IDS[0], 12, 3.25, 14.0, "running",
+                            round_progress=0.45)]
     return StatusReport(counts={"pending": 1, "running": 1, "done": 1, "failed": 1}, items=items, workers=workers)
 
 
@@ -53,6 +54,7 @@ def test_status_table_keeps_whole_item_ids_at_any_width(width: int) -> None:
     assert first_column(text, "item") == IDS, text
     assert first_column(text, "worker") == ["macbook-pro-of-a-researcher"], text
     assert "(stale)" in text and "12/50" in text
+    assert "12+45%" in text  # 12 rounds committed, 45 % of the 13th trained
     assert f"{IDS[1]}: last error: CheckpointError: torn or foreign" in text.replace("\n", " ")
     assert "RuntimeError: [a] b" in text  # markup characters in an error are shown, not interpreted
     assert "released" not in text  # nobody holds a pending item, whoever handed it back

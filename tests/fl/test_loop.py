@@ -84,11 +84,11 @@ def test_failing_client_is_retried_then_skipped_and_counted(tmp_path: Path, digi
     real = client_mod.train_local
     calls = {"n": 0}
 
-    def flaky(model, logits, data, indices, start, settings, seed, device):
+    def flaky(model, logits, data, indices, start, settings, seed, device, on_step=None):
         if len(indices) == len(client_indices[0]) and np.array_equal(indices, client_indices[0]):
             calls["n"] += 1
             raise FloatingPointError("loss is nan")
-        return real(model, logits, data, indices, start, settings, seed, device)
+        return real(model, logits, data, indices, start, settings, seed, device, on_step)
 
     from fedspec.fl.partition import partition
 
@@ -100,6 +100,26 @@ def test_failing_client_is_retried_then_skipped_and_counted(tmp_path: Path, digi
     assert [int(r["clients_failed"]) for r in rows] == [1, 1, 1, 1]
     assert [int(r["clients_ok"]) for r in rows] == [3, 3, 3, 3]
     assert calls["n"] == 4 * 3  # 1 try + 2 retries per round
+
+
+@pytest.mark.parametrize("parallel", ["off", "on"])
+def test_progress_within_a_round_counts_the_examples_trained(tmp_path: Path, digits, parallel: str) -> None:
+    from fedspec.fl.partition import partition
+
+    spec = make_spec(method="fedavg", parallel_clients=parallel, local_epochs=2, **{**SMALL, "rounds": 2})
+    total = 2 * sum(len(i) for i in partition(digits.train.labels, "dirichlet", 4, 0.5, spec.seed, 5))
+    steps: list[tuple[int, int]] = []
+    ends: list[int] = []
+    run_experiment(spec, "p", tmp_path, task=digits, on_step=lambda done, of: steps.append((done, of)),
+                   on_round=lambda row: ends.append(len(steps)))
+    rounds = [steps[:ends[0]], steps[ends[0]:ends[1]]]
+    for calls in rounds:
+        assert {of for _, of in calls} == {total} and calls[-1][0] == total
+        assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))  # no client retried here: it only grows
+    if parallel == "off":  # one call per step: 4 clients, 2 epochs of batches of 16
+        assert len(rounds[0]) > 2 * 4 and rounds[0][0][0] == 16
+    else:
+        assert len(rounds[0]) == 1  # the clients trained together report once
 
 
 def test_round_with_no_surviving_client_fails_clearly(tmp_path: Path, digits, monkeypatch) -> None:
@@ -116,11 +136,11 @@ def test_out_of_memory_halves_batch_size(tmp_path: Path, digits, monkeypatch) ->
     real = client_mod.train_local
     seen: list[int] = []
 
-    def oom_on_big_batches(model, logits, data, indices, start, settings, seed, device):
+    def oom_on_big_batches(model, logits, data, indices, start, settings, seed, device, on_step=None):
         seen.append(settings.batch_size)
         if settings.batch_size > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(model, logits, data, indices, start, settings, seed, device)
+        return real(model, logits, data, indices, start, settings, seed, device, on_step)
 
     monkeypatch.setattr(client_mod, "train_local", oom_on_big_batches)
     spec = make_spec(batch_size=16, parallel_clients="off", **{**SMALL, "rounds": 2})

@@ -175,6 +175,9 @@ def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> N
     beat(paths, "mac", 5, state="running", sec_per_round=1.0)
     report = classify(paths, load_queue(paths))  # one item left: a second worker does not halve its time
     assert report.eta_seconds == pytest.approx(2 * 0.5)
+    beat(paths, "gtx", 5, state="running", item="c", sec_per_round=0.5, round_progress=0.5)
+    report = classify(paths, load_queue(paths))  # half of c's first round is trained already
+    assert report.eta_seconds == pytest.approx(1.5 * 0.5)
     beat(paths, "gtx", 5, state="stopped")
     beat(paths, "mac", 5, state="stopped")
     report = classify(paths, load_queue(paths))
@@ -254,7 +257,7 @@ def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path:
     Heartbeat(paths, "peer", 30.0).beat()
     calls: list[float] = []
 
-    def job(item, guard, progress) -> str:
+    def job(item, guard, progress, on_step) -> str:
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise TaskError("digits: no network")

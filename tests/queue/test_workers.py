@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -139,3 +140,51 @@ def test_stop_signal_releases_the_item_for_a_peer_without_waiting(tmp_path: Path
     assert peer.wait(timeout=300) == 0
     assert time.time() - t0 < 120  # far less than the 600 s TTL
     assert rounds_of(root / "paper_results" / f"{item}.csv") == list(range(1, 41))
+
+
+def test_a_round_in_flight_shows_its_progress_on_the_terminal_and_in_status(tmp_path: Path) -> None:
+    """A text round takes minutes: the worker's terminal shows a bar for it, and its heartbeat the share trained."""
+    import os
+    import pty
+
+    grid = tmp_path / "g.toml"  # clients one by one, 30 epochs: rounds of ~1-2 s, reported step by step
+    grid.write_text('[grid]\nmethods = ["fedavg"]\nalphas = [0.5]\n[experiment]\nclients = 4\nrounds = 2\n'
+                    'min_client_size = 5\nlocal_epochs = 30\nparallel_clients = "off"\n')
+    root = tmp_path / "root"
+    primary, secondary = pty.openpty()  # a terminal, as a researcher runs it (pipes and log files get no bar)
+    proc = subprocess.Popen(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "tty", "--lease-ttl", "2",
+                                        "--heartbeat", "0.2"), stdin=secondary, stdout=secondary, stderr=secondary,
+                            env={**os.environ, "COLUMNS": "120"})
+    os.close(secondary)
+    shares: list[float] = []
+
+    def mid_round() -> bool:
+        for w in status_json(root).get("workers", []) if (root / "distributed_work").exists() else []:
+            if w["round_progress"] is not None:
+                shares.append(w["round_progress"])
+        return any(0 < s < 1 for s in shares)
+
+    chunks: list[bytes] = []
+
+    def read_screen() -> None:  # all along: a full terminal buffer would block the worker
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the worker exited and closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read_screen, daemon=True)
+    reader.start()
+    try:
+        assert wait_for(mid_round, timeout=60, step=0.1), shares
+        assert proc.wait(timeout=60) == 0
+        reader.join(timeout=10)
+    finally:
+        proc.kill()
+        os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "fedavg_dirichlet_alpha0.5 round 1/2" in screen and "left in the round" in screen, screen[-2000:]
+    assert "fedavg_dirichlet_alpha0.5 round 2/2  acc" in screen  # the round's line still comes
