@@ -87,7 +87,8 @@ def run(
             progress.update(bar, completed=done, info=f"resumed after round {done}" if done else "training…")
 
         def on_step(done: int, total: int) -> None:  # within a round (a text round takes minutes): the bar moves, its ETA holds
-            progress.update(bar, completed=committed + (done / total if total > 0 else 0.0))
+            # Short of the next whole round: the count says rounds committed, and evaluation is still to come.
+            progress.update(bar, completed=committed + min(0.99, done / total if total > 0 else 0.0))
 
         def on_round(row: dict) -> None:
             nonlocal committed

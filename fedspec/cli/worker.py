@@ -45,7 +45,7 @@ class RoundBar:
     def step(self, item: QueueItem, done: int, total: int) -> None:
         if self.task is None:
             self.task = self.progress.add_task("", total=total)
-        what = f"  {item.id} round {self.round.get(item.id, '?')}/{item.rounds}"
+        what = f"  {item.id} round {self.round.get(item.id, '?')}/{item.rounds}" + (" evaluating" if done >= total else "")
         self.progress.update(self.task, description=what, completed=done, total=total)
 
     def ended(self, item: QueueItem, committed: int | None = None) -> None:
