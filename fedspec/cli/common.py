@@ -16,11 +16,28 @@ console = Console(stderr=True)
 out = Console(soft_wrap=True, highlight=False)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record.
+
+    Under a progress bar rich puts a proxy there that prints each line above
+    the bar; a handler holding the real stream wrote into the bar's line,
+    which the next refresh then garbled.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[_CurrentStderr()],
     )
 
 
