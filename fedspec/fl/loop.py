@@ -169,14 +169,15 @@ def run_experiment(
         failures: list[str] = []
         together = _train_together(model, task, client_indices, sampled, state, settings, spec, rnd, dev)
         examples = {k: len(client_indices[k]) * settings.local_epochs for k in sampled}
+        round_examples = sum(examples.values())
         trained = sum(examples[k] for k in together)  # examples of the clients done so far
         if on_step is not None and together:
-            on_step(trained, sum(examples.values()))
+            on_step(trained, round_examples)
         for k in sampled:
             if k in together:
                 results.append(together[k])
                 continue
-            step = None if on_step is None else functools.partial(_step, on_step, trained, sum(examples.values()))
+            step = None if on_step is None else functools.partial(_step, on_step, trained, round_examples)
             try:
                 results.append(
                     train_client(model, task.logits, task.train, client_indices[k], state, settings,

@@ -206,7 +206,8 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     silent), or no speed is known yet.
     """
     unfinished = [i for i in items if i.state in ("pending", "running")]
-    in_flight = sum(w.round_progress or 0.0 for w in workers if w.live and w.item in {i.id for i in unfinished})
+    ids = {i.id for i in unfinished}
+    in_flight = sum(w.round_progress or 0.0 for w in workers if w.live and w.item in ids)
     remaining = max(0.0, sum(max(0, i.rounds - i.round) for i in unfinished) - in_flight)
     if remaining == 0:
         return 0.0
