@@ -99,11 +99,17 @@ def main() -> int:
          "met" if abs(growth) <= 0.05 else "MISSED"),
         (f"open files round {args.rounds} vs round 10", f"{rl[1]} vs {r10[1]}", "no growth", "met" if rl[1] <= r10[1] else "MISSED"),
     ]
+    # Context for the checkpoint share: a commit waits on the disk's syncs, and a few rounds wait much longer
+    # (the file system's journal commit); they move the mean, which is what a run pays.
+    ckpts = sorted(r[2] for r in steady)
+    slow = ckpts[-max(1, len(ckpts) // 100):]
+    rows.append(("  context: checkpoint per round", f"median {1e3 * ckpts[len(ckpts) // 2]:.2f} ms, p99 {1e3 * ckpts[int(0.99 * (len(ckpts) - 1))]:.2f} ms, "
+                 f"max {1e3 * ckpts[-1]:.1f} ms; slowest 1 % of rounds: {100 * sum(slow) / max(ckpt_t, 1e-12):.0f} % of checkpoint time", "", ""))
     print(f"{args.task} {args.method} (parallel_clients={args.parallel_clients}), {args.clients} clients, {args.rounds} rounds: wall {wall:.1f} s, "
           f"steady round {1e3 * round_t / len(steady):.1f} ms (local training {1e3 * train_t / len(steady):.1f} ms, "
           f"checkpoint {1e3 * ckpt_t / len(steady):.2f} ms)")
     print(table(rows, ("figure", "measured", "target", "")))
-    return 0 if all(r[3] == "met" for r in rows) else 1
+    return 0 if all(r[3] in ("met", "") for r in rows) else 1
 
 
 if __name__ == "__main__":
