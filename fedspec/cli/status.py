@@ -35,6 +35,12 @@ def _round_cell(w: WorkerStatus) -> str:
     return f"{w.round or 0}" + ("" if w.round_progress is None else f"+{100 * w.round_progress:.0f}%")
 
 
+def _pace(w: WorkerStatus) -> str:
+    if w.sec_per_round is not None:
+        return f"{w.sec_per_round:.2f}"
+    return "-" if w.sec_per_round_estimate is None else f"~{w.sec_per_round_estimate:.2f}"  # from the round in flight
+
+
 def render(report: StatusReport) -> Group:
     c = report.counts
     total = sum(c.values())
@@ -83,7 +89,7 @@ def render(report: StatusReport) -> Group:
             silent = w.state in ("idle", "running") and not w.live  # killed, asleep or cut off: its beat says otherwise
             workers.add_row(w.name, w.host or "-", w.device or "-", (w.state or "-") + (" (silent)" if silent else ""), w.item or "-",
                             _round_cell(w),
-                            "-" if w.sec_per_round is None else f"{w.sec_per_round:.2f}", _age(w.heartbeat_age))
+                            _pace(w), _age(w.heartbeat_age))
         parts.append(workers)
     for line in report.warnings:
         parts.append(f"[yellow]warning:[/yellow] {escape(line)}")

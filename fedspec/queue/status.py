@@ -50,6 +50,7 @@ class WorkerStatus:
     unavailable: dict[str, str] = field(default_factory=dict)  # task -> why this worker cannot load it
     lease_ttl: float | None = None
     round_progress: float | None = None  # share of the round in flight trained so far (at its last heartbeat)
+    sec_per_round_estimate: float | None = None  # from the pace of the round in flight, until a round is done
 
     @property
     def live(self) -> bool:
@@ -176,7 +177,7 @@ def classify(
         WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), _number(b.get("sec_per_round")),
                      ages.get(name), b.get("state"),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
-                     _number(b.get("lease_ttl")), _number(b.get("round_progress")))
+                     _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -200,8 +201,9 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     """Seconds until every unfinished item is done: the rounds left over the live workers' speeds.
 
     Each live worker counts at its own last seconds per round (an M2 and a
-    GTX laptop differ), or at the mean over the rounds so far when it has not
-    reported one; no more workers count than items are left.  None when no
+    GTX laptop differ); before it has finished a round, at the pace of the
+    round in flight (training only: evaluation comes after), or else at the
+    mean over the rounds so far; no more workers count than items are left.  None when no
     live worker is left to do the work (their heartbeats say stopped, or went
     silent), or no speed is known yet.
     """
@@ -212,7 +214,7 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     if remaining == 0:
         return 0.0
     mean = sum(secs) / len(secs) if secs else None
-    per_round = [w.sec_per_round if w.sec_per_round else mean for w in workers if w.live]
+    per_round = [w.sec_per_round or w.sec_per_round_estimate or mean for w in workers if w.live]
     if not per_round or None in per_round:
         return None
     fastest = sorted(max(s, 1e-3) for s in per_round)[: len(unfinished)]

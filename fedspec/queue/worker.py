@@ -192,12 +192,15 @@ class Worker:
             self.events.on_claim(item, lease)
         started = time.monotonic()
         rounds_done = 0
+        first_step: list[tuple[float, int]] = []  # (monotonic time, examples) at the first step of the round in flight
 
         def progress(row: dict[str, Any]) -> None:
             nonlocal rounds_done
             rounds_done += 1
+            first_step.clear()
             per_round = (time.monotonic() - started) / rounds_done
             self.heartbeat.update(round=row.get("round"), round_progress=None, sec_per_round=round(per_round, 3),
+                                  sec_per_round_estimate=None,
                                   device=row.get("device"), accuracy=row.get("test_accuracy"))
             if self.events.on_round:
                 self.events.on_round(item, row)
@@ -205,7 +208,14 @@ class Worker:
                 raise StopRequested
 
         def within_round(done: int, total: int) -> None:
-            self.heartbeat.note(round_progress=round(done / total, 3) if total > 0 else None)
+            now = time.monotonic()
+            if not first_step:
+                first_step.append((now, done))
+            t0, done0 = first_step[0]
+            # Before any round is done (a BERT round takes minutes), the round's pace so far says how long one takes.
+            estimate = (now - t0) * total / (done - done0) if done > done0 and total > 0 else None
+            self.heartbeat.note(round_progress=round(done / total, 3) if total > 0 else None,
+                                sec_per_round_estimate=None if estimate is None else round(estimate, 3))
             if self.events.on_step:
                 self.events.on_step(item, done, total)
 

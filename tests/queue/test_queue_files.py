@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -178,8 +179,11 @@ def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> N
     beat(paths, "gtx", 5, state="running", item="c", sec_per_round=0.5, round_progress=0.5)
     report = classify(paths, load_queue(paths))  # half of c's first round is trained already
     assert report.eta_seconds == pytest.approx(1.5 * 0.5)
-    beat(paths, "gtx", 5, state="stopped")
     beat(paths, "mac", 5, state="stopped")
+    beat(paths, "gtx", 5, state="running", item="c", round_progress=0.25, sec_per_round_estimate=4.0)  # no round done yet
+    report = classify(paths, load_queue(paths))  # c's first round is under way at 4 s a round
+    assert report.eta_seconds == pytest.approx(1.75 * 4.0) and "~4.00" in render_text(report)
+    beat(paths, "gtx", 5, state="stopped")
     report = classify(paths, load_queue(paths))
     assert report.live_workers == 0 and report.eta_seconds is None
     assert "ETA - (no worker running: start `fedspec worker`)" in render_text(report)
@@ -281,3 +285,30 @@ def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path:
     assert json.loads((paths.heartbeats / "w1.json").read_text()).get("unavailable") == {}
     (st_a, st_b) = classify(paths, load_queue(paths)).items
     assert st_a.state == "done" and st_a.attempts == 0
+
+
+def test_a_worker_publishes_how_far_its_round_is_and_the_pace_before_any_round_is_done(tmp_path: Path) -> None:
+    """A BERT round takes minutes: status shows the share trained and an ETA from the first round's pace."""
+    from fedspec.queue.worker import Worker, WorkerSettings
+
+    paths = make_root(tmp_path, ("a",))
+    seen: list[dict] = []
+
+    def job(item, guard, progress, on_step) -> str:
+        on_step(10, 100)  # the first step of the round: no pace yet
+        time.sleep(0.3)
+        on_step(40, 100)  # 30 % of the round in 0.3 s: about 1 s a round
+        w.heartbeat.beat()  # what the next periodic beat writes
+        seen.append(json.loads((paths.heartbeats / "w1.json").read_text()))
+        seen.append(asdict(classify(paths, load_queue(paths)).workers[0]))
+        progress({"round": 1, "device": "cpu", "test_accuracy": 0.5})  # the round is done: its real pace replaces the estimate
+        seen.append(json.loads((paths.heartbeats / "w1.json").read_text()))
+        return "done"
+
+    w = Worker(paths, "w1", job, WorkerSettings(max_items=1))
+    assert w.run() == 0
+    beat, status, after = seen
+    assert beat["round_progress"] == 0.4 and beat.get("sec_per_round") is None
+    assert 0.9 <= beat["sec_per_round_estimate"] <= 1.5
+    assert status["round_progress"] == 0.4 and status["sec_per_round_estimate"] == beat["sec_per_round_estimate"]
+    assert after["round_progress"] is None and after["sec_per_round_estimate"] is None and after["sec_per_round"] > 0
