@@ -203,9 +203,10 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     Each live worker counts at its own last seconds per round (an M2 and a
     GTX laptop differ); before it has finished a round, at the pace of the
     round in flight (training only: evaluation comes after), or else at the
-    mean over the rounds so far; no more workers count than items are left.  None when no
-    live worker is left to do the work (their heartbeats say stopped, or went
-    silent), or no speed is known yet.
+    mean over the rounds so far; no more workers count than items are left.
+    The share of the rounds in flight already trained is taken off.  None
+    when no live worker is left to do the work (their heartbeats say stopped,
+    or went silent), or a live worker's speed is not known yet.
     """
     unfinished = [i for i in items if i.state in ("pending", "running")]
     ids = {i.id for i in unfinished}
