@@ -174,8 +174,10 @@ def classify(
         statuses.append(st)
     counts = {s: sum(1 for i in statuses if i.state == s) for s in STATES}
     workers = [
-        WorkerStatus(name, b.get("host"), b.get("device"), b.get("item"), b.get("round"), _number(b.get("sec_per_round")),
-                     ages.get(name), b.get("state"),
+        # A heartbeat is another machine's file: a field of the wrong type (an older fedspec, a hand edit) reads as missing.
+        WorkerStatus(name, _text(b.get("host")), _text(b.get("device")), _text(b.get("item")),
+                     b.get("round") if isinstance(b.get("round"), int) and not isinstance(b.get("round"), bool) else None,
+                     _number(b.get("sec_per_round")), ages.get(name), _text(b.get("state")),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
                      _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")))
         for name, b in sorted(beats.items())
@@ -195,6 +197,10 @@ def classify(
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]) -> float | None:

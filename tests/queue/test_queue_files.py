@@ -312,3 +312,13 @@ def test_a_worker_publishes_how_far_its_round_is_and_the_pace_before_any_round_i
     assert 0.9 <= beat["sec_per_round_estimate"] <= 1.5
     assert status["round_progress"] == 0.4 and status["sec_per_round_estimate"] == beat["sec_per_round_estimate"]
     assert after["round_progress"] is None and after["sec_per_round_estimate"] is None and after["sec_per_round"] > 0
+
+
+def test_a_heartbeat_with_fields_of_the_wrong_type_reads_as_missing_them(tmp_path: Path) -> None:
+    """Another machine's file (an older fedspec, a hand edit) must not crash `fedspec status`."""
+    paths = make_root(tmp_path, ("a",))
+    beat(paths, "odd", 5, state="running", item=["a"], round="three", host=5, sec_per_round="fast", round_progress=[0.5])
+    report = classify(paths, load_queue(paths))
+    (w,) = report.workers
+    assert (w.item, w.round, w.host, w.sec_per_round, w.round_progress) == (None, None, None, None, None)
+    assert "odd" in render_text(report)
