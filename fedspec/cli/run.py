@@ -79,20 +79,14 @@ def run(
     with progress:
         bar = progress.add_task(item_id, total=spec.rounds, info="loading task…")
 
-        committed = 0
-
         def on_start(done: int, total: int) -> None:
-            nonlocal committed
-            committed = done
             progress.update(bar, completed=done, info=f"resumed after round {done}" if done else "training…")
 
-        def on_step(done: int, total: int) -> None:  # within a round (a text round takes minutes): the bar moves, its ETA holds
+        def on_step(rnd: int, done: int, total: int) -> None:  # within a round (a text round takes minutes): the bar moves
             # Short of the next whole round: the count says rounds committed, and evaluation is still to come.
-            progress.update(bar, completed=committed + min(0.99, done / total if total > 0 else 0.0))
+            progress.update(bar, completed=rnd - 1 + min(0.99, done / total if total > 0 else 0.0))
 
         def on_round(row: dict) -> None:
-            nonlocal committed
-            committed = row["round"]
             progress.update(bar, completed=row["round"],
                             info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
 

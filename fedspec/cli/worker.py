@@ -37,20 +37,15 @@ class RoundBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
                                  TextColumn("left in the round"), console=console, transient=True)
         self.task: int | None = None
-        self.round: dict[str, int] = {}  # item -> round in flight
 
-    def started(self, item: QueueItem, done: int) -> None:
-        self.round[item.id] = done + 1
+    def step(self, item: QueueItem, rnd: int, done: int, total: int) -> None:
+        what = f"  {item.id} round {rnd}/{item.rounds}" + (" evaluating" if done >= total else "")
+        if self.task is None:  # added whole: a refresh in between drew an empty bar
+            self.task = self.progress.add_task(what, total=total, completed=done)
+        else:
+            self.progress.update(self.task, description=what, completed=done, total=total)
 
-    def step(self, item: QueueItem, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("", total=total)
-        what = f"  {item.id} round {self.round.get(item.id, '?')}/{item.rounds}" + (" evaluating" if done >= total else "")
-        self.progress.update(self.task, description=what, completed=done, total=total)
-
-    def ended(self, item: QueueItem, committed: int | None = None) -> None:
-        if committed is not None:
-            self.round[item.id] = committed + 1
+    def ended(self) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
@@ -118,8 +113,6 @@ def worker(
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
 
         def on_start(done: int, total: int) -> None:
-            if bar is not None:
-                bar.started(item, done)
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 
@@ -134,13 +127,13 @@ def worker(
 
     def on_round(item: QueueItem, row: dict) -> None:
         if bar is not None:
-            bar.ended(item, row["round"])
+            bar.ended()
         console.print(f"  {item.id} round {row['round']}/{item.rounds}  acc {row['test_accuracy']:.4f}  "
                       f"rank {row['rank']}  {row['round_seconds']:.2f}s", highlight=False)
 
     def on_item_end(item: QueueItem, outcome: str, error: str | None) -> None:
         if bar is not None:
-            bar.ended(item)
+            bar.ended()
         colour = {"done": "green", "failed": "red"}.get(outcome, "yellow")
         console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({error})" if error else ""), highlight=False)
 

@@ -82,7 +82,7 @@ def run_experiment(
     guard: Guard = _no_guard,
     on_round: RoundCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
     task: TaskData | None = None,
     writer: str | None = None,
 ) -> RunOutcome:
@@ -101,8 +101,8 @@ def run_experiment(
     on_start
         Called once with (rounds already done, rounds in total).
     on_step
-        Called during a round's local training with (examples trained so far
-        in this round, examples the round trains: the sampled clients' samples
+        Called during a round's local training with (the round, examples
+        trained so far in it, examples it trains: the sampled clients' samples
         times the local epochs), after every step of clients trained one by one
         (a text round takes minutes) and once for clients trained together.
         The count can go back when a client is retried.
@@ -172,12 +172,12 @@ def run_experiment(
         round_examples = sum(examples.values())
         trained = sum(examples[k] for k in together)  # examples of the clients done so far
         if on_step is not None and together:
-            on_step(trained, round_examples)
+            on_step(rnd, trained, round_examples)
         for k in sampled:
             if k in together:
                 results.append(together[k])
                 continue
-            step = None if on_step is None else functools.partial(_step, on_step, trained, round_examples)
+            step = None if on_step is None else functools.partial(_step, on_step, rnd, trained, round_examples)
             try:
                 results.append(
                     train_client(model, task.logits, task.train, client_indices[k], state, settings,
@@ -273,8 +273,8 @@ def _train_together(model, task: TaskData, client_indices, sampled: list[int], s
     return {k: r for k, r in zip(sampled, out) if math.isfinite(r.mean_loss)}
 
 
-def _step(on_step: Callable[[int, int], None], before: int, total: int, in_client: int) -> None:
-    on_step(before + in_client, total)
+def _step(on_step: Callable[[int, int, int], None], rnd: int, before: int, total: int, in_client: int) -> None:
+    on_step(rnd, before + in_client, total)
 
 
 def _sample_clients(spec: ExperimentSpec, rnd: int) -> list[int]:

@@ -5,8 +5,8 @@ passes one that trains with :func:`fedspec.fl.loop.run_experiment`.
 ``guard(kind)`` is the fence (called before every checkpoint and result
 commit) and ``progress(row)`` is called after each committed round, which is
 also where a requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
-``on_step(done, total)`` reports how far the round in flight is (examples
-trained of the round's examples); it goes into the next heartbeat.
+``on_step(round, done, total)`` reports how far the round in flight is
+(examples trained of the round's examples); it goes into the next heartbeat.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fedspec.queue.workqueue import QueueItem, load_queue, merge_conflicted_copi
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None], Callable[[int, int], None]], Any]
+Job = Callable[[QueueItem, Callable[[str], None], Callable[[dict[str, Any]], None], Callable[[int, int, int], None]], Any]
 
 
 def claim_order(statuses: list, name: str) -> list:
@@ -69,7 +69,7 @@ class WorkerEvents:
 
     on_claim: Callable[[QueueItem, Lease], None] | None = None
     on_round: Callable[[QueueItem, dict[str, Any]], None] | None = None
-    on_step: Callable[[QueueItem, int, int], None] | None = None  # (item, examples trained, of the round's)
+    on_step: Callable[[QueueItem, int, int, int], None] | None = None  # (item, round, examples trained, of the round's)
     on_item_end: Callable[[QueueItem, str, str | None], None] | None = None
     on_idle: Callable[[StatusReport], None] | None = None
     on_warning: Callable[[str], None] | None = None
@@ -192,12 +192,11 @@ class Worker:
             self.events.on_claim(item, lease)
         started = time.monotonic()
         rounds_done = 0
-        first_step: list[tuple[float, int]] = []  # (monotonic time, examples) at the first step of the round in flight
+        first_step: dict[str, Any] = {}  # round, monotonic time and examples at the first step of the round in flight
 
         def progress(row: dict[str, Any]) -> None:
             nonlocal rounds_done
             rounds_done += 1
-            first_step.clear()
             per_round = (time.monotonic() - started) / rounds_done
             self.heartbeat.update(round=row.get("round"), round_progress=None, sec_per_round=round(per_round, 3),
                                   sec_per_round_estimate=None,
@@ -207,17 +206,17 @@ class Worker:
             if self.stop_signal is not None:
                 raise StopRequested
 
-        def within_round(done: int, total: int) -> None:
+        def within_round(rnd: int, done: int, total: int) -> None:
             now = time.monotonic()
-            if not first_step:
-                first_step.append((now, done))
-            t0, done0 = first_step[0]
+            if first_step.get("round") != rnd:
+                first_step.update(round=rnd, t=now, done=done)
+            t0, done0 = first_step["t"], first_step["done"]
             # Before any round is done (a BERT round takes minutes), the round's pace so far says how long one takes.
             estimate = (now - t0) * total / (done - done0) if done > done0 and total > 0 else None
             self.heartbeat.note(round_progress=round(done / total, 3) if total > 0 else None,
                                 sec_per_round_estimate=None if estimate is None else round(estimate, 3))
             if self.events.on_step:
-                self.events.on_step(item, done, total)
+                self.events.on_step(item, rnd, done, total)
 
         outcome, error = "done", None
         try:

@@ -110,9 +110,11 @@ def test_progress_within_a_round_counts_the_examples_trained(tmp_path: Path, dig
     total = 2 * sum(len(i) for i in partition(digits.train.labels, "dirichlet", 4, 0.5, spec.seed, 5))
     steps: list[tuple[int, int]] = []
     ends: list[int] = []
-    run_experiment(spec, "p", tmp_path, task=digits, on_step=lambda done, of: steps.append((done, of)),
+    of_round: list[int] = []
+    run_experiment(spec, "p", tmp_path, task=digits, on_step=lambda rnd, done, of: (steps.append((done, of)), of_round.append(rnd)),
                    on_round=lambda row: ends.append(len(steps)))
     rounds = [steps[:ends[0]], steps[ends[0]:ends[1]]]
+    assert of_round == [1] * ends[0] + [2] * (ends[1] - ends[0])  # each call names the round in flight
     for calls in rounds:
         assert {of for _, of in calls} == {total} and calls[-1][0] == total
         assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))  # no client retried here: it only grows

@@ -295,9 +295,9 @@ def test_a_worker_publishes_how_far_its_round_is_and_the_pace_before_any_round_i
     seen: list[dict] = []
 
     def job(item, guard, progress, on_step) -> str:
-        on_step(10, 100)  # the first step of the round: no pace yet
+        on_step(1, 10, 100)  # the first step of round 1: no pace yet
         time.sleep(0.3)
-        on_step(40, 100)  # 30 % of the round in 0.3 s: about 1 s a round
+        on_step(1, 40, 100)  # 30 % of the round in 0.3 s: about 1 s a round
         w.heartbeat.beat()  # what the next periodic beat writes
         seen.append(json.loads((paths.heartbeats / "w1.json").read_text()))
         seen.append(asdict(classify(paths, load_queue(paths)).workers[0]))
