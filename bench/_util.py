@@ -16,6 +16,11 @@ def rss_mb() -> float:
         return psutil.Process().memory_info().rss / 1e6
 
 
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
 def table(rows: list[tuple], headers: tuple) -> str:
     cells = [tuple(str(c) for c in r) for r in [headers, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._util import rss_mb, table  # noqa: E402
+from bench._util import percentile, rss_mb, table  # noqa: E402
 from fedspec.config import make_spec  # noqa: E402
 from fedspec.fl import client as client_mod  # noqa: E402
 from fedspec.fl import loop as loop_mod  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
     # (the file system's journal commit); they move the mean, which is what a run pays.
     ckpts = sorted(r[2] for r in steady)
     slow = ckpts[-max(1, len(ckpts) // 100):]
-    rows.append(("  context: checkpoint per round", f"median {1e3 * ckpts[len(ckpts) // 2]:.2f} ms, p99 {1e3 * ckpts[int(0.99 * (len(ckpts) - 1))]:.2f} ms, "
+    rows.append(("  context: checkpoint per round", f"median {1e3 * percentile(ckpts, 0.5):.2f} ms, p99 {1e3 * percentile(ckpts, 0.99):.2f} ms, "
                  f"max {1e3 * ckpts[-1]:.1f} ms; slowest 1 % of rounds: {100 * sum(slow) / max(ckpt_t, 1e-12):.0f} % of checkpoint time", "", ""))
     print(f"{args.task} {args.method} (parallel_clients={args.parallel_clients}), {args.clients} clients, {args.rounds} rounds: wall {wall:.1f} s, "
           f"steady round {1e3 * round_t / len(steady):.1f} ms (local training {1e3 * train_t / len(steady):.1f} ms, "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench._util import table  # noqa: E402
+from bench._util import percentile, table  # noqa: E402
 from fedspec.fl.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from fedspec.queue.claims import try_claim  # noqa: E402
 from fedspec.queue.heartbeat import LeaseObserver  # noqa: E402
@@ -55,11 +55,6 @@ def child(root: Path, name: str, out: Path) -> None:
                 paths.result_csv(st.id).write_text("round\n1\n")  # mark done, as a finished item would
                 break
     out.write_text(json.dumps({"won": won, "latency": lat}))
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def bench_claims(n_items: int, procs: int) -> tuple[list[tuple], bool]:
