@@ -68,6 +68,11 @@ def write_bytes(path: Path, data: bytes, sync_folder: bool = True) -> None:
             fh.flush()
             _sync_data(fh.fileno())
         replace_with_retry(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename in (None, str(tmp)):  # name the file being written, not its hidden temporary
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -6,6 +6,8 @@ exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class FedspecError(Exception):
     """Base of every error fedspec reports to a user as one clear line."""
@@ -52,3 +54,26 @@ class LeaseLost(FedspecError):
     """
 
     exit_code = 3
+
+
+class StorageError(FedspecError):
+    """The file system under the root refused a write: full, over quota, read-only, or a file too large.
+
+    The machine's problem, not the item's: a worker hands the item back
+    without counting a failed attempt and stops, instead of failing every
+    item of the grid in turn.
+    """
+
+    exit_code = 1
+
+
+# errno values that say the file system (or the disk under it) refuses writes, whichever file is written.
+STORAGE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+                  errno.EFBIG: "over the file size limit"}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError: the file, the system's words, and what they mean where that helps."""
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {**STORAGE_ERRNOS, errno.EACCES: "permission denied"}.get(err.errno or 0)
+    return f"{where}{err.strerror or err}" + (f" ({hint})" if hint and hint.lower() != (err.strerror or "").lower() else "")

@@ -16,7 +16,7 @@ from fedspec.cli.retry import retry
 from fedspec.cli.run import run
 from fedspec.cli.status import status
 from fedspec.cli.worker import worker
-from fedspec.errors import FedspecError
+from fedspec.errors import FedspecError, describe_os_error
 
 # The base class of click's usage errors, from typer's own copy of click (typer >= 0.2x) or the click package.
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("interrupted")
         return 130
     except OSError as err:  # the machine's problem, not a bug: full disk, read-only or vanished folder
-        where = f"{err.filename}: " if err.filename else ""
-        hint = {28: " (disk full)", 30: " (read-only file system)", 13: " (permission denied)"}.get(err.errno or 0, "")
-        console.print(f"[red]error:[/red] {where}{err.strerror or err}{hint}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(describe_os_error(err))}", highlight=False, soft_wrap=True)
         return 1
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)

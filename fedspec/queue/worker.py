@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import FedspecError, LeaseLost, NotSyncedYet, QueueError, TaskError
+from fedspec.errors import (STORAGE_ERRNOS, FedspecError, LeaseLost, NotSyncedYet, QueueError, StorageError, TaskError,
+                            describe_os_error)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -219,6 +220,7 @@ class Worker:
                 self.events.on_step(item, rnd, done, total)
 
         outcome, error = "done", None
+        stop: StorageError | None = None
         try:
             if self.job(item, lease.check, progress, within_round) == "duplicate":
                 outcome = "duplicate"  # a peer's result was there first; ours was discarded
@@ -243,10 +245,16 @@ class Worker:
         except FedspecError as err:
             outcome, error = "failed", str(err)
             lease.fail(error)
+        except OSError as err:
+            if err.errno not in STORAGE_ERRNOS:
+                outcome, error = self._crashed(item, lease, err)
+            else:  # a full disk fails every item alike: hand this one back and stop, not fail the grid item by item
+                outcome, error = "released", describe_os_error(err)
+                stop = StorageError(f"{error}; {item.id} was handed back (no attempt counted): "
+                                    "free space or make the folder writable, then start the worker again")
+                self._release_if_possible(lease)
         except Exception as err:  # noqa: BLE001 - an item's crash is recorded, the worker goes on
-            outcome, error = "failed", f"{type(err).__name__}: {err}"
-            log.error("%s failed:\n%s", item.id, traceback.format_exc())
-            lease.fail(error)
+            outcome, error = self._crashed(item, lease, err)
         finally:
             self.heartbeat.update(state="idle", item=None, generation=None, round=None, round_progress=None)
         if outcome == "done" and self.unavailable.pop(task, None) is not None:
@@ -254,3 +262,21 @@ class Worker:
         self.outcomes[outcome] += 1
         if self.events.on_item_end:
             self.events.on_item_end(item, outcome, error)
+        if stop is not None:
+            raise stop
+
+    @staticmethod
+    def _crashed(item: QueueItem, lease: Lease, err: Exception) -> tuple[str, str]:
+        """An unexpected error in the item's run: recorded as a failed attempt (with the traceback in the log)."""
+        error = f"{type(err).__name__}: {err}"
+        log.error("%s failed:\n%s", item.id, traceback.format_exc())
+        lease.fail(error)
+        return "failed", error
+
+    @staticmethod
+    def _release_if_possible(lease: Lease) -> None:
+        try:
+            lease.release()
+        except OSError as err:  # the same full disk: the lease goes stale after its TTL and a peer resumes the item
+            log.warning("%s: could not hand the item back (%s); a peer takes it over once the lease is stale",
+                        lease.item_id, describe_os_error(err))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fedspec_cmd, make_tiny_sst2, read_rows
-from tests.queue.helpers import (checkpoint_round, rounds_of, start_worker, status_json, wait_for, write_grid)
+from tests.queue.helpers import (FAST, checkpoint_round, rounds_of, start_worker, status_json, wait_for, write_grid)
 
 
 def test_three_workers_finish_a_grid_each_item_exactly_once(tmp_path: Path) -> None:
@@ -188,3 +189,36 @@ def test_a_round_in_flight_shows_its_progress_on_the_terminal_and_in_status(tmp_
     screen = b"".join(chunks).decode(errors="replace")
     assert "fedavg_dirichlet_alpha0.5 round 1/2" in screen and "left in the round" in screen, screen[-2000:]
     assert "fedavg_dirichlet_alpha0.5 round 2/2  acc" in screen  # the round's line still comes
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE needs a POSIX system")
+def test_a_disk_that_refuses_the_checkpoint_hands_the_item_back_and_stops_the_worker(tmp_path: Path) -> None:
+    """A full disk is the machine's fault: before, the worker failed every item of the grid in turn, attempt after attempt.
+
+    The worker runs with a 4 kB limit on the size of a file it writes: its claim
+    and heartbeat records fit, a checkpoint does not (as on a nearly full disk).
+    """
+    import resource
+
+    root = tmp_path / "root"
+    grid = write_grid(tmp_path / "g.toml", rounds=2, alphas="[0.5, 1.0]", methods='["fedavg"]')
+    subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--max-items", "0"), check=True,
+                   capture_output=True, timeout=120)
+
+    def small_files_only() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    full = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--name", "full", *FAST), capture_output=True, text=True,
+                          timeout=120, preexec_fn=small_files_only)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "Traceback" not in full.stdout + full.stderr
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "checkpoint.safetensors: File too large" in last and "handed back" in last, last
+    assert full.stderr.count(": claimed ") == 1  # it stopped after the first item
+    report = status_json(root)
+    assert report["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0}
+    assert [item["attempts"] for item in report["items"]] == [0, 0]
+
+    fine = start_worker(root, "fine")
+    assert fine.wait(timeout=120) == 0
+    assert status_json(root)["counts"]["done"] == 2
