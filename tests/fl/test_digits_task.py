@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -64,3 +65,20 @@ def test_digits_lora_in_eval_mode_computes_the_same_layer_with_the_merged_weight
     evaluated = layer.eval()(x)
     torch.testing.assert_close(evaluated.double(), reference, rtol=1e-5, atol=1e-5)  # float32 against float64
     torch.testing.assert_close(evaluated, trained)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_pretraining_not_the_item(tmp_path, monkeypatch, caplog) -> None:
+    """The base weights are cached per machine to save time; a full or read-only cache folder must not fail items."""
+    torch.manual_seed(0)  # the adapters' random init
+    cached = load_task("digits", 200).build_model(4, 2.0).state_dict()  # through the tests' shared cache
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("FEDSPEC_CACHE", str(blocked / "cache"))  # a folder that cannot be made
+    with caplog.at_level(logging.WARNING):
+        task = load_task("digits", 200)
+    torch.manual_seed(0)
+    rebuilt = task.build_model(4, 2.0).state_dict()
+    assert "base weights not cached" in caplog.text and str(blocked / "cache") in caplog.text
+    assert rebuilt.keys() == cached.keys()
+    for name, tensor in cached.items():
+        torch.testing.assert_close(rebuilt[name], tensor, rtol=0, atol=0)

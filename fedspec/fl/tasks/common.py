@@ -9,7 +9,7 @@ from torch import nn
 
 
 def cache_dir() -> Path:
-    """Per-machine cache (never the shared root): ``$FEDSPEC_CACHE`` or the user cache folder."""
+    """Per-machine cache (never the shared root): ``$FEDSPEC_CACHE`` or the user cache folder (created by its first write)."""
     env = os.environ.get("FEDSPEC_CACHE")
     if env:
         base = Path(env)
@@ -17,7 +17,6 @@ def cache_dir() -> Path:
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "fedspec" / "cache"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedspec"
-    base.mkdir(parents=True, exist_ok=True)
     return base
 
 

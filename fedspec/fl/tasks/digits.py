@@ -14,6 +14,7 @@ tasks, where peft's coverage of transformer layers matters, use peft.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 
 import numpy as np
@@ -22,9 +23,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fedspec.atomic import write_bytes
+from fedspec.errors import describe_os_error
 from fedspec.fl.tasks.base import Batch, TaskData, TensorExamples
 from fedspec.fl.splits import SPLIT_SEED, digits_arrays, digits_splits, subset
 from fedspec.fl.tasks.common import cache_dir
+
+log = logging.getLogger(__name__)
 
 HIDDEN = 128
 PRETRAIN_EPOCHS = 30
@@ -97,7 +101,11 @@ def pretrained_base(x_public: np.ndarray, y_public: np.ndarray) -> dict[str, tor
     weights = _pretrain(x_public, y_public)
     from safetensors.torch import save as save_bytes
 
-    write_bytes(path, save_bytes(weights))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, save_bytes(weights))
+    except OSError as err:  # a cache only saves time: a full or read-only cache folder costs a pretraining per process
+        log.warning("digits: base weights not cached (%s); they are pretrained again next time", describe_os_error(err))
     return weights
 
 
