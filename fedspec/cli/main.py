@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {escape(err.format_message())}{hint}", highlight=False, soft_wrap=True)
         return err.exit_code
     except FedspecError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")

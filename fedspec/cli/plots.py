@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from fedspec.cli.common import console, out
 from fedspec.errors import ConfigError
@@ -32,6 +33,6 @@ def plots(
 
     written, notes = make_plots(root, out_dir or root / PLOTS, fmts)
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     for path in written:
-        out.print(str(path))
+        out.print(escape(str(path)))

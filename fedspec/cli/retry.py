@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from fedspec.cli.common import out
 from fedspec.errors import ConfigError
@@ -31,8 +32,8 @@ def retry(
     states = {s.id: s.state for s in classify(paths, queue, with_progress=False).items}
     for item_id in named:
         if states[item_id] == "done":  # its CSV is the accepted result: a retry record would change nothing
-            out.print(f"{item_id}: done, nothing to put back (to run it again from round 1, delete "
-                      f"{paths.result_csv(item_id)} and {paths.checkpoint_folder(item_id)})")
+            out.print(escape(f"{item_id}: done, nothing to put back (to run it again from round 1, delete "
+                             f"{paths.result_csv(item_id)} and {paths.checkpoint_folder(item_id)})"))
     targets = [i for i in named if states[i] != "done"]
     if failed:
         targets += [i for i, state in states.items() if state == "failed" and i not in targets]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fedspec.checkpoint_file import read_header
@@ -104,14 +105,14 @@ def run(
             signal.signal(signal.SIGTERM, before)
     rows = outcome.rows
     if outcome.status == "duplicate" or not rows:
-        out.print(f"{item_id}: already done, {outcome.csv_path} exists "
-                  f"(to run it again from round 1, delete it and {checkpoint_dir(root, item_id)})")
+        out.print(escape(f"{item_id}: already done, {outcome.csv_path} exists "
+                         f"(to run it again from round 1, delete it and {checkpoint_dir(root, item_id)})"))
         return
     best = max(r["test_accuracy"] for r in rows)
     new = [r for r in rows if r["round"] > outcome.resumed_from]
     secs = sum(r["round_seconds"] for r in new) / max(1, len(new))
     resumed = f", resumed after round {outcome.resumed_from}" if outcome.resumed_from else ""
-    out.print(
+    out.print(escape(
         f"{item_id}: {len(rows)} rounds on {rows[-1]['device']}{resumed}; final accuracy {rows[-1]['test_accuracy']:.4f} "
         f"(best {best:.4f}), rank {rows[-1]['rank']}, {secs:.2f} s/round -> {outcome.csv_path}"
-    )
+    ))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from fedspec.cli.common import console, out, setup_logging, writable_root
@@ -82,7 +83,7 @@ def worker(
     if grid is not None:
         items = load_grid(grid)
         added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items], source=str(grid))
-        out.print(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there")
+        out.print(escape(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"))
     else:
         load_queue(paths)  # a clear error if this is not a fedspec root
     worker_name = check_worker_name(name) if name else default_worker_name()
@@ -135,7 +136,7 @@ def worker(
         if bar is not None:
             bar.ended()
         colour = {"done": "green", "failed": "red"}.get(outcome, "yellow")
-        console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({error})" if error else ""), highlight=False)
+        console.print(f"[{colour}]{item.id}: {outcome}[/{colour}]" + (f" ({escape(error)})" if error else ""), highlight=False)
 
     def on_idle(report) -> None:
         c = report.counts
@@ -146,9 +147,9 @@ def worker(
                               poll=poll, wait=wait, max_items=max_items)
     events = WorkerEvents(on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
                           on_step=None if bar is None else bar.step,
-                          on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {line}", highlight=False))
+                          on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False))
     w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})
-    console.print(f"worker {worker_name} on {dev.type}, root {paths.root} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
+    console.print(f"worker {worker_name} on {dev.type}, root {escape(str(paths.root))} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
     if bar is None:
         code = w.run()
     else:

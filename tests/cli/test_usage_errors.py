@@ -52,3 +52,16 @@ def test_version_is_printed() -> None:
 
     res = subprocess.run(fedspec_cmd("--version"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == f"fedspec {__version__}" and res.stderr == ""
+
+
+def test_a_path_with_brackets_is_printed_whole(tmp_path: Path) -> None:
+    """Rich reads `[work]` as a style tag: `Dropbox [work]` lost its bracket in every message that named the folder."""
+    root = tmp_path / "Dropbox [work]" / "fedspec"
+    root.mkdir(parents=True)
+    res = subprocess.run(fedspec_cmd("status", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {root}: not a fedspec root"), res.stderr
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--max-items", "0"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"queue {root / 'distributed_work' / 'work_queue.json'}: 7 new item(s)" in res.stdout
+    assert f"root {root} (lease TTL" in res.stderr.replace("\n", "")
