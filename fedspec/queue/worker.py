@@ -267,7 +267,7 @@ class Worker:
 
     @staticmethod
     def _crashed(item: QueueItem, lease: Lease, err: Exception) -> tuple[str, str]:
-        """An unexpected error in the item's run: recorded as a failed attempt (with the traceback in the log)."""
+        """An unexpected error in the item's run: a failed attempt, its traceback logged (call it where ``err`` is handled)."""
         error = f"{type(err).__name__}: {err}"
         log.error("%s failed:\n%s", item.id, traceback.format_exc())
         lease.fail(error)
@@ -277,6 +277,6 @@ class Worker:
     def _release_if_possible(lease: Lease) -> None:
         try:
             lease.release()
-        except OSError as err:  # the same full disk: the lease goes stale after its TTL and a peer resumes the item
-            log.warning("%s: could not hand the item back (%s); a peer takes it over once the lease is stale",
+        except OSError as err:  # the same full disk: a peer takes the item over once it sees this worker stopped (or silent)
+            log.warning("%s: could not hand the item back (%s); a peer takes it over once this worker has stopped",
                         lease.item_id, describe_os_error(err))
