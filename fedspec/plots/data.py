@@ -68,7 +68,7 @@ def _setting(row: pd.Series) -> str:
 
 
 def summarize(data: pd.DataFrame) -> pd.DataFrame:
-    """Per method × partition × alpha: rounds done, final/best accuracy (mean ± std over seeds), mean gap, Δ vs FedAvg."""
+    """Per method × partition × alpha: rounds done, final/best accuracy (mean ± std over seeds; no std for one seed), mean gap, Δ vs FedAvg."""
     per_item = data.sort_values("round").groupby("item").agg(
         method=("method", "first"), partition=("partition", "first"), alpha=("alpha", "first"), seed=("seed", "first"),
         rounds_done=("round", "max"), final_accuracy=("test_accuracy", "last"), best_accuracy=("test_accuracy", "max"),
@@ -81,7 +81,7 @@ def summarize(data: pd.DataFrame) -> pd.DataFrame:
         best_acc_mean=("best_accuracy", "mean"), best_acc_std=("best_accuracy", "std"),
         mean_gap=("mean_gap", "mean"), partial=("partial", "any"),
     ).reset_index()
-    summary[["final_acc_std", "best_acc_std"]] = summary[["final_acc_std", "best_acc_std"]].fillna(0.0)
+    # One seed has no spread: the std stays empty rather than reading as 0 (no variation seen) in a paper's table.
     fedavg = summary[summary["method"] == "fedavg"].set_index(["partition", "alpha"])["final_acc_mean"]
     delta = []
     for _, row in summary.iterrows():
@@ -103,7 +103,12 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         partial = " (partial)" if r["partial"] else ""
         lines.append(
             f"| {r['method']}{partial} | {r['partition']} | {alpha} | {r['seeds']} | {r['rounds_done']} | "
-            f"{r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f} | {r['best_acc_mean']:.4f} ± {r['best_acc_std']:.4f} | "
+            f"{_mean_std(r['final_acc_mean'], r['final_acc_std'])} | {_mean_std(r['best_acc_mean'], r['best_acc_std'])} | "
             f"{r['mean_gap']:.4g} | {delta} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """``mean ± std``, or the mean alone where one seed gives no std."""
+    return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"

@@ -65,6 +65,7 @@ def test_summary_values_mean_std_and_difference(root: Path) -> None:
     assert spec["best_acc_mean"] == pytest.approx(0.85) and spec["seeds"] == 2 and spec["rounds_done"] == 3
     assert spec["fedspec_minus_fedavg_points"] == pytest.approx(10.0)
     assert s.loc[("fedspec", 0.1)]["partial"]
+    assert s.loc[("centralized", None)]["final_acc_std"] != s.loc[("centralized", None)]["final_acc_std"]  # one seed: NaN, not 0
 
 
 def test_plots_command_writes_every_figure_and_table(root: Path) -> None:
@@ -81,6 +82,7 @@ def test_plots_command_writes_every_figure_and_table(root: Path) -> None:
             assert str(f) in res.stdout
     md = (out / "summary.md").read_text()
     assert "+10.00" in md and "(partial)" in md
+    assert "| 0.7500 ± 0.0707 |" in md and "| 0.9700 | 0.9700 |" in md  # two seeds: mean ± std; one seed: no std to show
     assert pd.read_csv(out / "summary.csv").shape[0] == 4
 
 
