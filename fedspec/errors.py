@@ -57,7 +57,7 @@ class LeaseLost(FedspecError):
 
 
 class StorageError(FedspecError):
-    """The file system under the root refused a write: full, over quota, read-only, or a file too large.
+    """The file system under the root refused a write (full, over quota, read-only) or cannot be reached (a share dropped).
 
     The machine's problem, not the item's: a worker hands the item back
     without counting a failed attempt and stops, instead of failing every
@@ -67,13 +67,22 @@ class StorageError(FedspecError):
     exit_code = 1
 
 
-# errno values that say the file system (or the disk under it) refuses writes, whichever file is written.
-STORAGE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
-                  errno.EFBIG: "over the file size limit"}
+def _errnos(**hints: str) -> dict[int, str]:
+    return {getattr(errno, name): hint for name, hint in hints.items() if hasattr(errno, name)}
+
+
+# errno values that say the file system (or the disk under it) refuses writes, whichever file is written ...
+STORAGE_ERRNOS = _errnos(ENOSPC="disk full", EDQUOT="disk quota exceeded", EROFS="read-only file system",
+                         EFBIG="over the file size limit")
+# ... or that the folder cannot be reached: a network share that dropped, a disk that fails.
+UNREACHABLE_ERRNOS = _errnos(ENOTCONN="shared folder disconnected", ESTALE="shared folder remounted or gone",
+                             EHOSTDOWN="file server down", EHOSTUNREACH="file server unreachable",
+                             ENETDOWN="network down", ENETUNREACH="network unreachable",
+                             ETIMEDOUT="file server not answering", EIO="the disk or share failed a read or write")
 
 
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError: the file, the system's words, and what they mean where that helps."""
     where = f"{err.filename}: " if err.filename else ""
-    hint = {**STORAGE_ERRNOS, errno.EACCES: "permission denied"}.get(err.errno or 0)
+    hint = {**STORAGE_ERRNOS, **UNREACHABLE_ERRNOS, errno.EACCES: "permission denied"}.get(err.errno or 0)
     return f"{where}{err.strerror or err}" + (f" ({hint})" if hint and hint.lower() != (err.strerror or "").lower() else "")

@@ -73,8 +73,8 @@ def worker(
     stops after the current round and hands the item back at once (exit 130/143).
     Items of a task this machine cannot load (no network for the hub, no data
     folder, no text extra) are handed back for other machines, not failed.
-    A disk that refuses writes (full, read-only) stops the worker (exit 1) and
-    hands its item back, not failed.
+    A disk that refuses writes (full, read-only) or a shared folder that drops
+    stops the worker (exit 1) and hands its item back, not failed.
     """
     setup_logging(verbose)
     if not 0 < 2 * heartbeat <= lease_ttl:  # NaN fails too

@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import (STORAGE_ERRNOS, FedspecError, LeaseLost, NotSyncedYet, QueueError, StorageError, TaskError,
-                            describe_os_error)
+from fedspec.errors import (STORAGE_ERRNOS, UNREACHABLE_ERRNOS, FedspecError, LeaseLost, NotSyncedYet, QueueError,
+                            StorageError, TaskError, describe_os_error)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -246,12 +246,12 @@ class Worker:
             outcome, error = "failed", str(err)
             lease.fail(error)
         except OSError as err:
-            if err.errno not in STORAGE_ERRNOS:
+            if err.errno not in STORAGE_ERRNOS and err.errno not in UNREACHABLE_ERRNOS:
                 outcome, error = self._crashed(item, lease, err)
-            else:  # a full disk fails every item alike: hand this one back and stop, not fail the grid item by item
+            else:  # a full disk or a dropped share fails every item alike: hand this one back and stop
                 outcome, error = "released", describe_os_error(err)
-                stop = StorageError(f"{error}; {item.id} was handed back (no attempt counted): "
-                                    "free space or make the folder writable, then start the worker again")
+                fix = "free space or make the folder writable" if err.errno in STORAGE_ERRNOS else "reconnect the folder"
+                stop = StorageError(f"{error}; {item.id} was handed back (no attempt counted): {fix}, then start the worker again")
                 self._release_if_possible(lease)
         except Exception as err:  # noqa: BLE001 - an item's crash is recorded, the worker goes on
             outcome, error = self._crashed(item, lease, err)
@@ -277,6 +277,6 @@ class Worker:
     def _release_if_possible(lease: Lease) -> None:
         try:
             lease.release()
-        except OSError as err:  # the same full disk: a peer takes the item over once it sees this worker stopped (or silent)
+        except OSError as err:  # the same full disk or share: a peer takes the item over once it sees this worker stopped (or silent)
             log.warning("%s: could not hand the item back (%s); a peer takes it over once this worker has stopped",
                         lease.item_id, describe_os_error(err))

@@ -324,9 +324,15 @@ def test_a_heartbeat_with_fields_of_the_wrong_type_reads_as_missing_them(tmp_pat
     assert "odd" in render_text(report)
 
 
-@pytest.mark.parametrize("release_fails", [False, True], ids=["released", "release-also-refused"])
-def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path, monkeypatch, release_fails: bool) -> None:
-    """ENOSPC is the machine's problem; any other OSError of an item is still a failed attempt."""
+@pytest.mark.parametrize("code, words, release_fails", [
+    (errno.ENOSPC, "{strerror} (disk full); {item} was handed back (no attempt counted): free space", False),
+    (errno.ENOSPC, "{strerror} (disk full); {item} was handed back (no attempt counted): free space", True),
+    (errno.ENOTCONN, "{strerror} (shared folder disconnected); {item} was handed back (no attempt counted): reconnect the folder",
+     False),
+], ids=["disk-full", "disk-full-release-also-refused", "share-dropped"])
+def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path, monkeypatch, code: int, words: str,
+                                                                  release_fails: bool) -> None:
+    """A full disk or a dropped share is the machine's problem; any other OSError of an item is still a failed attempt."""
     from fedspec.errors import StorageError
     from fedspec.queue.worker import Worker, WorkerSettings
 
@@ -335,7 +341,7 @@ def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path
 
     def refusing(paths_, item_id, generation, worker, kind, data):
         if release_fails and kind == "released":
-            raise OSError(errno.ENOSPC, "No space left on device", "released.json")
+            raise OSError(code, os.strerror(code), "released.json")
         return record(paths_, item_id, generation, worker, kind, data)
 
     monkeypatch.setattr(claims_mod, "_record", refusing)
@@ -344,17 +350,17 @@ def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path
     def job(item, guard, progress, on_step) -> str:
         ran.append(item.id)
         if len(ran) == 1:
-            raise OSError(errno.EIO, "Input/output error")  # not a storage errno: the item's failure, as before
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoint.safetensors"))
+            raise OSError(errno.EINVAL, "Invalid argument")  # not the machine's: the item's failure, as before
+        raise OSError(code, os.strerror(code), str(tmp_path / "checkpoint.safetensors"))
 
     w = Worker(paths, "w1", job, WorkerSettings())
     with pytest.raises(StorageError) as caught:
         w.run()
-    assert len(ran) == 2  # stopped at the full disk, the third item untouched
-    assert str(caught.value).startswith(f"{tmp_path / 'checkpoint.safetensors'}: No space left on device (disk full); {ran[1]} was")
+    assert len(ran) == 2  # stopped at the full disk or dropped share, the third item untouched
+    assert str(caught.value).startswith(f"{tmp_path / 'checkpoint.safetensors'}: {words.format(strerror=os.strerror(code), item=ran[1])}"), caught.value
     assert dict(w.outcomes) == {"failed": 1, "released": 1}
     items = classify(paths, load_queue(paths)).items
-    assert [st.attempts for st in items] == [1 if st.id == ran[0] else 0 for st in items]  # the I/O error's only
+    assert [st.attempts for st in items] == [1 if st.id == ran[0] else 0 for st in items]  # the EINVAL's only
     held = [st for st in items if st.state != "pending"]
     if release_fails:  # not handed back: its holder's heartbeat says stopped, so a peer takes it over soon
         assert [(st.id, st.state, st.stale) for st in held] == [(ran[1], "running", True)]
