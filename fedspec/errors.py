@@ -81,6 +81,15 @@ UNREACHABLE_ERRNOS = _errnos(ENOTCONN="shared folder disconnected", ESTALE="shar
                              ETIMEDOUT="file server not answering", EIO="the disk or share failed a read or write")
 
 
+def storage_advice(err: OSError) -> str | None:
+    """What to do when ``err`` says the root's file system refuses writes or cannot be reached; None for any other error."""
+    if err.errno in STORAGE_ERRNOS:
+        return "free space or make the folder writable"
+    if err.errno in UNREACHABLE_ERRNOS:
+        return "reconnect the folder"
+    return None
+
+
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError: the file, the system's words, and what they mean where that helps."""
     where = f"{err.filename}: " if err.filename else ""

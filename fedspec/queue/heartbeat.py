@@ -40,8 +40,7 @@ class Heartbeat:
 
     def update(self, **fields: Any) -> None:
         """Change what the next beat says (item, generation, round, ...); beats at once."""
-        with self._lock:
-            self.fields.update(fields)
+        self.note(**fields)
         self.beat()
 
     def note(self, **fields: Any) -> None:

@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import (STORAGE_ERRNOS, UNREACHABLE_ERRNOS, FedspecError, LeaseLost, NotSyncedYet, QueueError,
-                            StorageError, TaskError, describe_os_error)
+from fedspec.errors import (FedspecError, LeaseLost, NotSyncedYet, QueueError, StorageError, TaskError, describe_os_error,
+                            storage_advice)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -246,11 +246,11 @@ class Worker:
             outcome, error = "failed", str(err)
             lease.fail(error)
         except OSError as err:
-            if err.errno not in STORAGE_ERRNOS and err.errno not in UNREACHABLE_ERRNOS:
+            fix = storage_advice(err)
+            if fix is None:
                 outcome, error = self._crashed(item, lease, err)
             else:  # a full disk or a dropped share fails every item alike: hand this one back and stop
                 outcome, error = "released", describe_os_error(err)
-                fix = "free space or make the folder writable" if err.errno in STORAGE_ERRNOS else "reconnect the folder"
                 stop = StorageError(f"{error}; {item.id} was handed back (no attempt counted): {fix}, then start the worker again")
                 self._release_if_possible(lease)
         except Exception as err:  # noqa: BLE001 - an item's crash is recorded, the worker goes on
