@@ -41,11 +41,17 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
-def writable_root(root: Path) -> Path:
-    """Resolve ``root`` and check it is a folder that can be written; creates it if missing."""
+def folder_root(root: Path) -> Path:
+    """``root`` with ``~`` expanded; a file given as the root is one clear error, not a confusing one further on."""
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise RootError(f"{root}: --root must be a folder, not a file")
+    return root
+
+
+def writable_root(root: Path) -> Path:
+    """Resolve ``root`` and check it is a folder that can be written; creates it if missing."""
+    root = folder_root(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:

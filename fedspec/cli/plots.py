@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from fedspec.cli.common import console, out
+from fedspec.cli.common import console, folder_root, out
 from fedspec.errors import ConfigError
 from fedspec.queue.store import PLOTS
 
@@ -28,7 +28,7 @@ def plots(
     bad = [f for f in fmts if f not in ALLOWED]
     if bad or not fmts:
         raise ConfigError(f"--format: {', '.join(bad) or '(none)'} not allowed; use {', '.join(ALLOWED)}")
-    root = Path(root).expanduser()
+    root = folder_root(root)
     from fedspec.plots.make import make_plots
 
     written, notes = make_plots(root, out_dir or root / PLOTS, fmts)

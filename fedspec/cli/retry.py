@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from fedspec.cli.common import out
+from fedspec.cli.common import folder_root, out
 from fedspec.errors import ConfigError
 from fedspec.queue.claims import write_retry
 from fedspec.queue.identity import check_worker_name, default_worker_name
@@ -24,7 +24,7 @@ def retry(
     name: Optional[str] = typer.Option(None, help="Name recorded as the one who reset the items."),
 ) -> None:
     """Reset the attempts of ITEMS (or of every failed item) so that workers run them again."""
-    paths = RootPaths(Path(root).expanduser())
+    paths = RootPaths(folder_root(root))
     queue = load_queue(paths)
     if not items and not failed:
         raise ConfigError("retry: name the items to put back, or pass --failed")

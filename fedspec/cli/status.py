@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from fedspec.cli.common import out
+from fedspec.cli.common import folder_root, out
 from fedspec.queue.status import StatusReport, WorkerStatus, collect
 from fedspec.queue.store import RootPaths
 
@@ -107,7 +107,7 @@ def status(
     within their lease TTL), each at its own seconds per round; a worker whose
     heartbeat went silent is shown as such and not counted.
     """
-    paths = RootPaths(Path(root).expanduser())
+    paths = RootPaths(folder_root(root))
     report = collect(paths)
     if as_json:
         print(json.dumps(report.to_json(), indent=1))

@@ -207,6 +207,16 @@ def test_foreign_file_in_claims_is_reported_and_ignored(tmp_path: Path) -> None:
     assert report.items[0].state == "pending" and any("foreign" in w for w in report.warnings)
 
 
+def test_a_file_given_as_root_is_one_line_for_every_command(tmp_path: Path) -> None:
+    root = tmp_path / "notes.txt"
+    root.write_text("not a root")
+    for cmd in (["worker"], ["status"], ["retry", "--failed"], ["plots"]):
+        res = subprocess.run(fedspec_cmd(*cmd, "--root", str(root)), capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip() == f"error: {root}: --root must be a folder, not a file", (cmd, res.stderr)
+    assert root.read_text() == "not a root"
+
+
 @pytest.mark.parametrize("setup, expected", [
     ("empty", "work_queue.json: empty"),
     ("garbage", "not valid JSON"),
