@@ -8,6 +8,7 @@ end in ``.tmp`` because iCloud Drive never syncs such names, and stays hidden
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -50,6 +51,25 @@ def replace_with_retry(src: Path, dst: Path) -> None:
             if attempt == _RENAME_RETRIES - 1:
                 raise
             time.sleep(_RENAME_BACKOFF_S * (attempt + 1))
+
+
+def make_folder(folder: Path, root: Path) -> None:
+    """Create ``folder`` and whichever of its parents are missing below ``root``, which must exist.
+
+    A root that vanished (a share unmounted, a USB disk pulled) raises
+    FileNotFoundError naming it instead of being recreated, empty, on the local
+    disk: writes would then go to a phantom root that hides the mount point (or,
+    on macOS, makes the share mount beside it as ``/Volumes/share-1``).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(exist_ok=True)  # the usual case: one call, the parent is there
+        return
+    except FileNotFoundError:
+        pass
+    if not Path(root).is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(root))
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def write_bytes(path: Path, data: bytes, sync_folder: bool = True) -> None:

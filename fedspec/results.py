@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from fedspec.atomic import write_text
+from fedspec.atomic import make_folder, write_text
 
 COLUMNS = [
     "round",
@@ -55,5 +55,5 @@ def to_csv_text(rows: Iterable[dict[str, Any]]) -> str:
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomically write the results CSV of one item."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, path.parent.parent)  # <root>/paper_results/<item>.csv: never a vanished root
     write_text(path, to_csv_text(rows))

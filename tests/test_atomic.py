@@ -56,3 +56,16 @@ def test_rename_that_never_succeeds_raises_and_cleans_up(tmp_path: Path, monkeyp
     with pytest.raises(PermissionError):
         atomic.write_text(tmp_path / "z.txt", "ok")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_make_folder_creates_missing_parents_but_never_a_vanished_root(tmp_path: Path) -> None:
+    """An unmounted share must not come back as an empty folder on the local disk (a phantom root)."""
+    root = tmp_path / "share"
+    root.mkdir()
+    atomic.make_folder(root / "distributed_work" / "claims" / "item", root)
+    assert (root / "distributed_work" / "claims" / "item").is_dir()
+    root.rename(tmp_path / "away")  # as an unmount looks to a process
+    with pytest.raises(FileNotFoundError) as caught:
+        atomic.make_folder(root / "distributed_work" / "heartbeats", root)
+    assert caught.value.filename == str(root)
+    assert not root.exists()

@@ -22,7 +22,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from fedspec import __version__
-from fedspec.atomic import write_bytes
+from fedspec.atomic import make_folder, write_bytes
 from fedspec.checkpoint_file import FORMAT, NAME, parse_header, raise_if_pending
 from fedspec.errors import CheckpointError
 
@@ -84,7 +84,7 @@ class CheckpointWriter:
             "version": __version__,
         }
         header = {"fedspec": json.dumps(meta, sort_keys=True, separators=(",", ":")), "rows": f"[{','.join(self._encoded_rows)}]"}
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder, self.folder.parent.parent)  # <root>/checkpoints_distributed/<item>: never a vanished root
         write_bytes(self.folder / NAME, _serialize(state, header))
 
 

@@ -112,6 +112,7 @@ def run_experiment(
         Name recorded in each checkpoint (the worker), for audits.
     """
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)  # here only: a root that vanishes later (unmounted) is not recreated
     csv_path = results_path(root, item_id)
     spec_hash = spec.spec_hash()
     ckpt_folder = checkpoint_dir(root, item_id)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from fedspec.atomic import write_json
+from fedspec.atomic import make_folder, write_json
 from fedspec.queue.store import RootPaths, read_json
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class Heartbeat:
                                        "started": time.time(), "state": "idle", **(info or {})}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._failing = False  # the last write failed
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{worker}", daemon=True)
 
     @property
@@ -53,10 +54,16 @@ class Heartbeat:
             self.counter += 1
             data = {**self.fields, "counter": self.counter, "wall_time": time.time()}
         try:
-            self.paths.heartbeats.mkdir(parents=True, exist_ok=True)
+            make_folder(self.paths.heartbeats, self.paths.root)
             write_json(self.path, data)
         except OSError as err:  # a full disk or a flaky share must not kill training
-            log.warning("heartbeat not written: %s", err)
+            if not self._failing:  # said once per outage, not every beat of a night-long one
+                log.warning("heartbeat not written: %s", err)
+            self._failing = True
+            return
+        if self._failing:
+            self._failing = False
+            log.info("heartbeat written again")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
