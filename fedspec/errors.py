@@ -67,6 +67,18 @@ class StorageError(FedspecError):
     exit_code = 1
 
 
+class FolderUnreachable(StorageError):
+    """The shared folder cannot be reached (a share dropped, the network is down): it may come back by itself.
+
+    ``cause`` is the system's error in one line; ``fate`` what became of the
+    item the worker held when it happened ("" if none).
+    """
+
+    def __init__(self, message: str, cause: str = "", fate: str = "") -> None:
+        super().__init__(message)
+        self.cause, self.fate = cause or message, fate
+
+
 def _errnos(**hints: str) -> dict[int, str]:
     return {getattr(errno, name): hint for name, hint in hints.items() if hasattr(errno, name)}
 
@@ -81,17 +93,48 @@ UNREACHABLE_ERRNOS = _errnos(ENOTCONN="shared folder disconnected", ESTALE="shar
                              ETIMEDOUT="file server not answering", EIO="the disk or share failed a read or write")
 
 
+# Windows reports a dropped share with codes that CPython maps to EINVAL or ENOENT (PC/errmap.h), so
+# they are recognised by the Windows code itself (OSError.winerror, Windows only).  Its own words
+# ("The specified network name is no longer available.") already say what happened.
+WINERRORS_STORAGE = {39: "disk full"}  # ERROR_HANDLE_DISK_FULL (ERROR_DISK_FULL, 112, is already ENOSPC)
+WINERRORS_UNREACHABLE = dict.fromkeys(
+    (51, 53, 54, 55, 58, 59, 64, 67,  # ERROR_REM_NOT_LIST, _BAD_NETPATH, _NETWORK_BUSY, _DEV_NOT_EXIST, _BAD_NET_RESP,
+                                      # _UNEXP_NET_ERR, _NETNAME_DELETED, _BAD_NET_NAME
+     121, 1222, 1231, 1232, 1236),    # ERROR_SEM_TIMEOUT, _NO_NETWORK, _NETWORK_UNREACHABLE, _HOST_UNREACHABLE, _CONNECTION_ABORTED
+    "shared folder unreachable")
+
+
+def _kind(err: OSError) -> tuple[str, str] | None:
+    """("storage" or "unreachable", what it means) when ``err`` is the machine's file system's, else None."""
+    winerror = getattr(err, "winerror", None)
+    if winerror in WINERRORS_STORAGE:
+        return "storage", WINERRORS_STORAGE[winerror]
+    if winerror in WINERRORS_UNREACHABLE:
+        return "unreachable", WINERRORS_UNREACHABLE[winerror]
+    if err.errno in STORAGE_ERRNOS:
+        return "storage", STORAGE_ERRNOS[err.errno]
+    if err.errno in UNREACHABLE_ERRNOS:
+        return "unreachable", UNREACHABLE_ERRNOS[err.errno]
+    return None
+
+
+def is_unreachable(err: OSError) -> bool:
+    """True when ``err`` says the folder cannot be reached (a dropped share), which may pass by itself."""
+    kind = _kind(err)
+    return kind is not None and kind[0] == "unreachable"
+
+
 def storage_advice(err: OSError) -> str | None:
     """What to do when ``err`` says the root's file system refuses writes or cannot be reached; None for any other error."""
-    if err.errno in STORAGE_ERRNOS:
-        return "free space or make the folder writable"
-    if err.errno in UNREACHABLE_ERRNOS:
-        return "reconnect the folder"
-    return None
+    kind = _kind(err)
+    if kind is None:
+        return None
+    return "free space or make the folder writable" if kind[0] == "storage" else "reconnect the folder"
 
 
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError: the file, the system's words, and what they mean where that helps."""
     where = f"{err.filename}: " if err.filename else ""
-    hint = {**STORAGE_ERRNOS, **UNREACHABLE_ERRNOS, errno.EACCES: "permission denied"}.get(err.errno or 0)
+    kind = _kind(err)
+    hint = kind[1] if kind else "permission denied" if err.errno == errno.EACCES else None
     return f"{where}{err.strerror or err}" + (f" ({hint})" if hint and hint.lower() != (err.strerror or "").lower() else "")

@@ -61,7 +61,7 @@ def worker(
     heartbeat: float = typer.Option(30.0, help="Seconds between heartbeats (well below --lease-ttl)."),
     settle: Optional[float] = typer.Option(None, min=0, help="Seconds to wait after claiming before trusting the claim; default 0 on local disk/SMB, 60 in a Dropbox/iCloud/Drive folder."),
     max_items: Optional[int] = typer.Option(None, min=0, help="Stop after running this many items (0: only add --grid to the queue)."),
-    wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones); exit once every item is done or failed."),
+    wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones), and wait for a shared folder that drops; exit once every item is done or failed."),
     poll: float = typer.Option(10.0, min=0.1, help="Seconds between polls with --wait."),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
@@ -74,7 +74,8 @@ def worker(
     Items of a task this machine cannot load (no network for the hub, no data
     folder, no text extra) are handed back for other machines, not failed.
     A disk that refuses writes (full, read-only) or a shared folder that drops
-    stops the worker (exit 1) and hands its item back, not failed.
+    stops the worker (exit 1) and hands its item back, not failed; with --wait
+    a dropped folder is waited for instead, and its item taken up again.
     """
     setup_logging(verbose)
     if not 0 < 2 * heartbeat <= lease_ttl:  # NaN fails too

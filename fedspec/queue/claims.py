@@ -17,13 +17,14 @@ commit and stops when a newer generation, or a winning rival, shows up.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fedspec.atomic import write_json
+from fedspec.atomic import make_folder, write_json
 from fedspec.errors import LeaseLost
 from fedspec.queue.store import QueueLock, RootPaths, read_json
 
@@ -101,7 +102,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
 
 def _record(paths: RootPaths, item_id: str, generation: int, worker: str, kind: str, data: dict) -> None:
     folder = item_folder(paths, item_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, paths.root)
     write_json(folder / f"g{generation:05d}.{worker}.{kind}.json",
                {"item": item_id, "generation": generation, "worker": worker, "wall_time": time.time(), **data})
 
@@ -118,6 +119,8 @@ class Lease:
     def check(self, kind: str = "commit") -> None:
         """The fence: raise :class:`LeaseLost` if a peer holds a newer generation or won this one."""
         now = read_claims(self.paths, self.item_id)
+        if now.holder is None and now.generation == 0:
+            os.stat(self.paths.claims)  # not even this worker's claim: the folder itself gone (unmounted) raises here
         if now.generation > self.generation or now.holder != self.worker:
             raise LeaseLost(
                 f"{self.item_id}: lease lost before {kind} (generation {self.generation} by {self.worker}; "
@@ -167,6 +170,6 @@ def write_retry(paths: RootPaths, item_id: str, worker: str) -> None:
     """Forget the failures of an item so far: it becomes pending again."""
     claims = read_claims(paths, item_id)
     folder = item_folder(paths, item_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, paths.root)
     write_json(folder / f"retry.g{claims.generation:05d}.{worker}.json",
                {"item": item_id, "after_generation": claims.generation, "worker": worker, "wall_time": time.time()})

@@ -12,6 +12,7 @@ also where a requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -21,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import (FedspecError, LeaseLost, NotSyncedYet, QueueError, StorageError, TaskError, describe_os_error,
-                            storage_advice)
+from fedspec.errors import (FedspecError, FolderUnreachable, LeaseLost, NotSyncedYet, QueueError, RootError, StorageError,
+                            TaskError, describe_os_error, is_unreachable, storage_advice)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -93,6 +94,7 @@ class Worker:
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
         self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
         self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
+        self._unreachable_since: float | None = None  # monotonic time the shared folder dropped (--wait waits for it)
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -122,11 +124,17 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _warn(self, line: str) -> None:
+        """Say ``line`` once per run."""
         if line not in self._warned:
             self._warned.add(line)
+            self._tell(line)
+
+    def _tell(self, line: str) -> None:
+        """A warning for the user: through the CLI's hook where there is one (not twice, as a log line too)."""
+        if self.events.on_warning:
+            self.events.on_warning(line)
+        else:
             log.warning(line)
-            if self.events.on_warning:
-                self.events.on_warning(line)
 
     def _exit_code(self) -> int:
         return 130 if self.stop_signal == signal.SIGINT else 143
@@ -138,31 +146,66 @@ class Worker:
             if self.settings.max_items is not None and sum(self.outcomes.values()) >= self.settings.max_items:
                 return 0
             try:
-                for line in merge_conflicted_copies(self.paths):
-                    self._warn(line)
-                items = load_queue(self.paths)
-            except QueueError as err:
-                # A sync client may be rewriting or evicting the queue: wait for it, up to a limit.
-                self._queue_errors += 1
-                if self._queue_errors > 30:
+                ended = self._step()
+            except FolderUnreachable as err:  # an item's, handed back
+                if not self.settings.wait:
                     raise
-                self._warn(f"{err} (retrying)")
-                self._sleep(min(self.settings.poll, 2.0))
+                self._wait_for_folder(err)
                 continue
-            self._queue_errors = 0
-            report = classify(self.paths, items, self.observer, self.name, with_progress=False,
-                              grace=max(self.settings.settle, 2 * self.settings.heartbeat))
-            for line in report.warnings:
-                if "stale" not in line:
-                    self._warn(line)
-            if self._claim_and_run(items, report):
+            except OSError as err:  # the queue's own reads and claims, not an item's
+                if not self._machine_error(err):
+                    raise
+                stop = self._storage_error(err)
+                if not (self.settings.wait and isinstance(stop, FolderUnreachable)):
+                    raise stop from err
+                self._wait_for_folder(stop)
                 continue
-            pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
-            if not self.settings.wait or pending_here + report.counts["running"] == 0:
+            if ended:
                 return 0
-            if self.events.on_idle:
-                self.events.on_idle(report)
-            self._sleep(self.settings.poll)
+
+    def _step(self) -> bool:
+        """Read the queue, claim and run one item, or wait a poll; True when there is nothing more to do."""
+        try:
+            for line in merge_conflicted_copies(self.paths):
+                self._warn(line)
+            items = load_queue(self.paths)
+        except (QueueError, RootError) as err:
+            os.stat(self.paths.work)  # the folder itself gone (a share dropped or unmounted): an OSError, which _loop handles
+            if isinstance(err, RootError):
+                raise
+            # A sync client may be rewriting or evicting the queue: wait for it, up to a limit.
+            self._queue_errors += 1
+            if self._queue_errors > 30:
+                raise
+            self._warn(f"{err} (retrying)")
+            self._sleep(min(self.settings.poll, 2.0))
+            return False
+        self._queue_errors = 0
+        if self._unreachable_since is not None:
+            self._tell(f"the shared folder is reachable again (after {time.monotonic() - self._unreachable_since:.0f}s)")
+            self._unreachable_since = None
+        report = classify(self.paths, items, self.observer, self.name, with_progress=False,
+                          grace=max(self.settings.settle, 2 * self.settings.heartbeat))
+        for line in report.warnings:
+            if "stale" not in line:
+                self._warn(line)
+        if self._claim_and_run(items, report):
+            return False
+        pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
+        if not self.settings.wait or pending_here + report.counts["running"] == 0:
+            return True
+        if self.events.on_idle:
+            self.events.on_idle(report)
+        self._sleep(self.settings.poll)
+        return False
+
+    def _wait_for_folder(self, err: FolderUnreachable) -> None:
+        """With --wait, a dropped share is waited for (a laptop's Wi-Fi comes back), polling; said once per outage."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+            fate = f"; {err.fate}" if err.fate else ""
+            self._tell(f"{err.cause}{fate}; waiting for the shared folder (every {self.settings.poll:g}s, Ctrl-C to stop)")
+        self._sleep(self.settings.poll)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -176,7 +219,9 @@ class Worker:
             now = time.monotonic()
             if not claimable or self._unavailable_until.get(st.task, 0.0) > now or self._not_synced.get(st.id, 0.0) > now:
                 continue
-            if st.state == "running":
+            if st.state == "running" and st.holder == self.name:
+                log.info("%s: taking it up again (this worker could not hand it back)", st.id)
+            elif st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
             lease = try_claim(self.paths, st.id, st.generation, self.name, self.settings.settle, self._sleep)
             if lease is None:
@@ -246,13 +291,15 @@ class Worker:
             outcome, error = "failed", str(err)
             lease.fail(error)
         except OSError as err:
-            fix = storage_advice(err)
-            if fix is None:
+            if not self._machine_error(err):
                 outcome, error = self._crashed(item, lease, err)
-            else:  # a full disk or a dropped share fails every item alike: hand this one back and stop
-                outcome, error = "released", describe_os_error(err)
-                stop = StorageError(f"{error}; {item.id} was handed back (no attempt counted): {fix}, then start the worker again")
-                self._release_if_possible(lease)
+            else:  # a full disk or a dropped share fails every item alike: hand this one back, then stop (or wait)
+                error = describe_os_error(err)
+                if self._release_if_possible(lease):
+                    outcome, fate = "released", f"{item.id} was handed back (no attempt counted)"
+                else:  # a peer takes it over once it sees this worker stopped; this worker, once the folder is back
+                    outcome, fate = "interrupted", f"{item.id} could not be handed back yet (no attempt counted)"
+                stop = self._storage_error(err, fate)
         except Exception as err:  # noqa: BLE001 - an item's crash is recorded, the worker goes on
             outcome, error = self._crashed(item, lease, err)
         finally:
@@ -274,9 +321,27 @@ class Worker:
         return "failed", error
 
     @staticmethod
-    def _release_if_possible(lease: Lease) -> None:
+    def _release_if_possible(lease: Lease) -> bool:
         try:
             lease.release()
-        except OSError as err:  # the same full disk or share: a peer takes the item over once it sees this worker stopped (or silent)
-            log.warning("%s: could not hand the item back (%s); a peer takes it over once this worker has stopped",
-                        lease.item_id, describe_os_error(err))
+            return True
+        except OSError as err:  # the same full disk or share
+            log.info("%s: could not hand the item back: %s", lease.item_id, describe_os_error(err))
+            return False
+
+    def _folder_gone(self, err: OSError) -> bool:
+        """A file not found because the root itself is gone: a share unmounted (macOS does that to a dropped one)."""
+        return isinstance(err, FileNotFoundError) and not self.paths.root.exists()
+
+    def _machine_error(self, err: OSError) -> bool:
+        """True when ``err`` is this machine's file system's (full, unreachable, gone), not an item's."""
+        return storage_advice(err) is not None or self._folder_gone(err)
+
+    def _storage_error(self, err: OSError, fate: str = "") -> StorageError:
+        """The one line for a full disk or a dropped share; a dropped share is a FolderUnreachable, which --wait waits out."""
+        gone = self._folder_gone(err)
+        cause = describe_os_error(err) + (f" ({self.paths.root} is gone)" if gone else "")
+        line = f"{cause}{'; ' + fate if fate else ''}: {storage_advice(err) or 'reconnect the folder'}, then start the worker again"
+        if is_unreachable(err) or gone:
+            return FolderUnreachable(f"{line} (with --wait it waits for the folder instead)", cause, fate)
+        return StorageError(line)

@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -336,7 +337,7 @@ def test_a_heartbeat_with_fields_of_the_wrong_type_reads_as_missing_them(tmp_pat
 
 @pytest.mark.parametrize("code, words, release_fails", [
     (errno.ENOSPC, "{strerror} (disk full); {item} was handed back (no attempt counted): free space", False),
-    (errno.ENOSPC, "{strerror} (disk full); {item} was handed back (no attempt counted): free space", True),
+    (errno.ENOSPC, "{strerror} (disk full); {item} could not be handed back yet (no attempt counted): free space", True),
     (errno.ENOTCONN, "{strerror} (shared folder disconnected); {item} was handed back (no attempt counted): reconnect the folder",
      False),
 ], ids=["disk-full", "disk-full-release-also-refused", "share-dropped"])
@@ -368,7 +369,7 @@ def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path
         w.run()
     assert len(ran) == 2  # stopped at the full disk or dropped share, the third item untouched
     assert str(caught.value).startswith(f"{tmp_path / 'checkpoint.safetensors'}: {words.format(strerror=os.strerror(code), item=ran[1])}"), caught.value
-    assert dict(w.outcomes) == {"failed": 1, "released": 1}
+    assert dict(w.outcomes) == {"failed": 1, "interrupted" if release_fails else "released": 1}
     items = classify(paths, load_queue(paths)).items
     assert [st.attempts for st in items] == [1 if st.id == ran[0] else 0 for st in items]  # the EINVAL's only
     held = [st for st in items if st.state != "pending"]
@@ -376,3 +377,53 @@ def test_a_full_disk_stops_the_worker_without_counting_an_attempt(tmp_path: Path
         assert [(st.id, st.state, st.stale) for st in held] == [(ran[1], "running", True)]
     else:
         assert held == [] and read_claims(paths, ran[1]).ended == "released"
+
+
+def test_with_wait_a_dropped_share_is_waited_for_and_the_item_taken_up_again(tmp_path: Path, monkeypatch) -> None:
+    """A laptop's SMB share drops (ENOTCONN) mid-item and during the polls after it: --wait waits, said once, then goes on."""
+    from fedspec.queue import worker as worker_mod
+    from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
+
+    paths = make_root(tmp_path, ("a",))
+    down = {"until": 0.0}
+    merge = worker_mod.merge_conflicted_copies
+
+    def reads(paths_):  # the first read of each poll, as the share answers it
+        if time.monotonic() < down["until"]:
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN), str(paths_.work))
+        return merge(paths_)
+
+    monkeypatch.setattr(worker_mod, "merge_conflicted_copies", reads)
+    ran: list[str] = []
+
+    def job(item, guard, progress, on_step) -> str:
+        ran.append(item.id)
+        if len(ran) == 1:
+            down["until"] = time.monotonic() + 1.0  # down for a second
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN), str(tmp_path / "checkpoint.safetensors"))
+        paths.results.mkdir(parents=True, exist_ok=True)
+        (paths.results / "a.csv").write_text("round\n1\n")
+        return "done"
+
+    said: list[str] = []
+    w = Worker(paths, "w1", job, WorkerSettings(wait=True, poll=0.1), WorkerEvents(on_warning=said.append))
+    started = time.monotonic()
+    assert w.run() == 0
+    assert time.monotonic() - started >= 1.0
+    assert ran == ["a", "a"] and dict(w.outcomes) == {"released": 1, "done": 1}
+    strerror = os.strerror(errno.ENOTCONN)
+    assert said[0] == (f"{tmp_path / 'checkpoint.safetensors'}: {strerror} (shared folder disconnected); a was handed back "
+                       "(no attempt counted); waiting for the shared folder (every 0.1s, Ctrl-C to stop)")
+    back = re.fullmatch(r"the shared folder is reachable again \(after (\d+)s\)", said[-1])
+    assert len(said) == 2 and back is not None and int(back.group(1)) >= 1, said
+    (st,) = classify(paths, load_queue(paths)).items
+    assert st.state == "done" and st.attempts == 0
+
+    # Without --wait the same drop of the queue's own reads stops the worker with the one line.
+    from fedspec.errors import FolderUnreachable
+
+    down["until"] = time.monotonic() + 60
+    with pytest.raises(FolderUnreachable) as caught:
+        Worker(paths, "w2", job, WorkerSettings()).run()
+    assert str(caught.value) == (f"{paths.work}: {strerror} (shared folder disconnected): reconnect the folder, then start "
+                                 "the worker again (with --wait it waits for the folder instead)")

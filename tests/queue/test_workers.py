@@ -222,3 +222,44 @@ def test_a_disk_that_refuses_the_checkpoint_hands_the_item_back_and_stops_the_wo
     fine = start_worker(root, "fine")
     assert fine.wait(timeout=120) == 0
     assert status_json(root)["counts"]["done"] == 2
+
+
+def test_a_shared_folder_that_goes_away_stops_a_worker_or_is_waited_for_with_wait(tmp_path: Path) -> None:
+    """A share that unmounts mid-item (macOS does that to a dropped SMB share): no phantom root, no failed attempt.
+
+    The root is renamed away while a real worker trains, as an unmount looks
+    to it.  Without --wait the worker stops with one line and does not
+    recreate the root's folders on the local disk; with --wait it waits for
+    the folder and, once back, takes its item up again from the checkpoint.
+    """
+    root, away = tmp_path / "share", tmp_path / "away"
+    grid = write_grid(tmp_path / "g.toml", rounds=60, methods='["fedavg"]')
+    first = start_worker(root, "w1", grid=grid, log=tmp_path / "w1.log")
+    assert wait_for(lambda: "round 2/60" in (tmp_path / "w1.log").read_text(), timeout=120)
+    root.rename(away)
+    assert first.wait(timeout=120) == 1
+    log = (tmp_path / "w1.log").read_text()
+    last = " ".join(log.split("error: ")[-1].split())  # rich wraps the line
+    assert f"({root} is gone)" in last and "could not be handed back yet (no attempt counted)" in last, log
+    assert last.endswith("reconnect the folder, then start the worker again (with --wait it waits for the folder instead)")
+    assert "Traceback" not in log
+    assert not root.exists()  # before, heartbeats and claims recreated it, empty, on the local disk
+
+    away.rename(root)
+    second = start_worker(root, "w2", "--wait", log=tmp_path / "w2.log")
+    assert wait_for(lambda: "round 20/60" in (tmp_path / "w2.log").read_text(), timeout=120)
+    root.rename(away)
+    assert wait_for(lambda: "waiting for the shared folder" in (tmp_path / "w2.log").read_text(), timeout=60)
+    time.sleep(1.0)
+    assert second.poll() is None  # still waiting
+    assert not root.exists()
+    away.rename(root)
+    assert second.wait(timeout=180) == 0
+    log = " ".join((tmp_path / "w2.log").read_text().split())
+    assert log.count("waiting for the shared folder") == 1 and "the shared folder is reachable again" in log, log
+    assert log.count("resuming after round") == 2  # w1's checkpoint, then its own
+    assert "Traceback" not in log
+    report = status_json(root)
+    assert report["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 0}
+    assert [item["attempts"] for item in report["items"]] == [0]
+    assert rounds_of(root / "paper_results" / "fedavg_dirichlet_alpha0.5.csv") == list(range(1, 61))
