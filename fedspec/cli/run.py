@@ -23,6 +23,56 @@ def _terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+class RunDisplay:
+    """How ``fedspec run`` shows its progress: a live bar on a terminal, one line per round anywhere else.
+
+    Piped or redirected to a log (``nohup fedspec run > run.log``), a live bar
+    is drawn only once, when the run ends: ``tail -f`` of a BERT run's log
+    showed nothing for hours.
+    """
+
+    def __init__(self, item_id: str, rounds: int) -> None:
+        self.item_id, self.rounds = item_id, rounds
+        self.progress: Progress | None = None
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            )
+            self.bar = self.progress.add_task(item_id, total=rounds, info="loading task…")
+
+    def __enter__(self) -> "RunDisplay":
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_start(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=done, info=f"resumed after round {done}" if done else "training…")
+        else:
+            what = f"resuming after round {done}/{total} from its checkpoint" if done else f"{total} rounds to train"
+            console.print(escape(f"{self.item_id}: {what}"), highlight=False)
+
+    def on_step(self, rnd: int, done: int, total: int) -> None:
+        """Within a round (a text round takes minutes): the bar moves, short of the next whole round (evaluation is to come)."""
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=rnd - 1 + min(0.99, done / total if total > 0 else 0.0))
+
+    def on_round(self, row: dict) -> None:
+        info = f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s"
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=row["round"], info=f"{info}/round")
+        else:  # as the worker's lines
+            console.print(escape(f"  {self.item_id} round {row['round']}/{self.rounds}  {info}"), highlight=False)
+
+
 def run(
     task: str = typer.Option("digits", help="digits (offline, seconds), tweets-minilm (offline text), sst2-bert (paper)."),
     method: str = typer.Option("fedspec", help="fedavg, fedspec, or centralized (pooled-data baseline)."),
@@ -73,29 +123,13 @@ def run(
 
     from fedspec.fl.loop import checkpoint_dir, run_experiment  # torch is imported only when training
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    )
-    with progress:
-        bar = progress.add_task(item_id, total=spec.rounds, info="loading task…")
-
-        def on_start(done: int, total: int) -> None:
-            progress.update(bar, completed=done, info=f"resumed after round {done}" if done else "training…")
-
-        def on_step(rnd: int, done: int, total: int) -> None:  # within a round (a text round takes minutes): the bar moves
-            # Short of the next whole round: the count says rounds committed, and evaluation is still to come.
-            progress.update(bar, completed=rnd - 1 + min(0.99, done / total if total > 0 else 0.0))
-
-        def on_round(row: dict) -> None:
-            progress.update(bar, completed=row["round"],
-                            info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
-
+    with RunDisplay(item_id, spec.rounds) as display:
         before = signal.signal(signal.SIGTERM, _terminated)  # `kill`, a job scheduler, `docker stop`: as Ctrl-C
         try:
-            outcome = run_experiment(spec, item_id, root, on_round=on_round, on_start=on_start, on_step=on_step)
+            outcome = run_experiment(spec, item_id, root, on_round=display.on_round, on_start=display.on_start,
+                                     on_step=display.on_step)
         except (KeyboardInterrupt, Terminated) as stop:
-            progress.stop()
+            display.stop()
             header = read_header(checkpoint_dir(root, item_id))  # what is on disk, whatever the bar last showed
             done = header["round"] if header else 0
             out.print(f"{item_id}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; round {done} of "

@@ -109,3 +109,49 @@ def test_the_advice_to_run_a_done_item_again_runs_it_from_round_1(tmp_path: Path
     shutil.rmtree(advice.group(1))
     third = run_cli(*args)
     assert third.returncode == 0 and "2 rounds on cpu;" in third.stdout and "resumed" not in third.stdout, third.stdout
+
+
+def test_a_run_piped_to_a_log_says_each_round_as_it_ends_and_a_terminal_gets_a_bar(tmp_path: Path) -> None:
+    """`nohup fedspec run > run.log`: before, a live bar that only a terminal draws left the log empty until the end."""
+    import os
+    import pty
+    import signal
+    import threading
+    import time
+
+    args = ["run", "--rounds", "5000", "--clients", "3", "--max-train-samples", "300", "--root", str(tmp_path / "piped")]
+    proc = subprocess.Popen(fedspec_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    try:
+        while not any(" round 3/5000  acc " in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        proc.kill()
+    assert running and lines[0] == "fedspec_dirichlet_alpha0.5: 5000 rounds to train\n", lines[:5]
+    assert lines[1].startswith("  fedspec_dirichlet_alpha0.5 round 1/5000  acc 0.") and lines[1].endswith("s\n"), lines[:5]
+    assert "━" not in "".join(lines)
+
+    primary, secondary = pty.openpty()  # a terminal, as a researcher runs it by hand
+    args[-1] = str(tmp_path / "tty")
+    proc = subprocess.Popen(fedspec_cmd(*args[:2], "3", *args[3:]), stdin=secondary, stdout=secondary, stderr=secondary,
+                            env={**os.environ, "COLUMNS": "120"})
+    os.close(secondary)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the run exited and closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "━" in screen and "3/3" in screen and " round 1/3 " not in screen, screen[-1000:]
