@@ -50,7 +50,7 @@ def render(report: StatusReport) -> Group:
         eta = "- (no worker running: start `fedspec worker`)"
     else:
         eta = "unknown"
-    head = (f"[bold]{total} items[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "
+    head = (f"[bold]{total} item{'' if total == 1 else 's'}[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "
             f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   ETA {eta}")
     # Fits an 80-column terminal: long item ids and worker names wrap rather than lose their ends to
     # an ellipsis ("fedspec_dirichlet_alpha0…" hid which alpha it was), headers are short, and the
@@ -98,7 +98,7 @@ def render(report: StatusReport) -> Group:
 
 def status(
     root: Path = typer.Option(Path("."), help="The shared folder."),
-    watch: float = typer.Option(0.0, min=0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once."),
+    watch: float = typer.Option(0.0, min=0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once. Into a pipe or a log, a dated report each time."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds, live_workers)."),
 ) -> None:
     """Show the queue: counts, each item's state/holder/round/accuracy/attempts/error, workers, ETA, warnings.
@@ -115,6 +115,16 @@ def status(
     if watch <= 0:
         out.print(render(report))
         return
+    if not out.is_terminal:  # a pipe or a log (`--watch 600 >> status.log`): a live view would print once, at Ctrl-C
+        try:
+            while True:
+                out.print(f"— {time.strftime('%Y-%m-%d %H:%M:%S')} —")
+                out.print(render(report))
+                out.file.flush()
+                time.sleep(watch)
+                report = collect(paths)
+        except KeyboardInterrupt:
+            return
     with Live(render(report), console=out, refresh_per_second=4, screen=False) as live:
         try:
             while True:

@@ -58,3 +58,32 @@ def test_status_table_keeps_whole_item_ids_at_any_width(width: int) -> None:
     assert f"{IDS[1]}: last error: CheckpointError: torn or foreign" in text.replace("\n", " ")
     assert "RuntimeError: [a] b" in text  # markup characters in an error are shown, not interpreted
     assert "released" not in text  # nobody holds a pending item, whoever handed it back
+
+
+def test_status_watch_into_a_log_prints_a_report_every_interval(tmp_path) -> None:
+    """`fedspec status --watch 600 >> status.log`: before, the live view wrote nothing there until Ctrl-C."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from fedspec.queue.store import RootPaths
+    from fedspec.queue.workqueue import QueueItem, add_items
+    from tests.conftest import fedspec_cmd
+
+    add_items(RootPaths(tmp_path), [QueueItem("a", {"task": "digits", "method": "fedavg", "rounds": 2})])
+    proc = subprocess.Popen(fedspec_cmd("status", "--root", str(tmp_path), "--watch", "0.3"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + 60
+    try:
+        while sum(line.startswith("1 item: 1 pending") for line in lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        proc.kill()
+    assert running and sum(line.startswith("1 item: 1 pending") for line in lines) >= 3, lines
+    assert lines[0].startswith("— 20") and code == 0 and "Traceback" not in proc.stderr.read()
