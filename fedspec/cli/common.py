@@ -13,6 +13,9 @@ from rich.console import Console
 from fedspec.errors import RootError
 
 console = Console(stderr=True)
+# Into a log file or a pipe, whole lines: rich otherwise cuts them at 80 columns, paths included,
+# which breaks grep and copy-paste.  A terminal keeps rich's word wrap.
+console.soft_wrap = not console.is_terminal
 out = Console(soft_wrap=True, highlight=False)
 
 

@@ -65,3 +65,15 @@ def test_a_path_with_brackets_is_printed_whole(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert f"queue {root / 'distributed_work' / 'work_queue.json'}: 7 new item(s)" in res.stdout
     assert f"root {root} (lease TTL" in res.stderr.replace("\n", "")
+
+
+def test_a_workers_lines_in_a_log_are_whole_however_long(tmp_path: Path) -> None:
+    """Into a log, rich cut lines at 80 columns, paths included: grep and copy-paste of a path failed."""
+    root = tmp_path / ("a-long-folder-name-as-cloud-drives-make-them" * 2) / "fedspec"
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nmethods = ["fedavg"]\nalphas = [0.5]\ncentralized = false\n'
+                    '[experiment]\nclients = 3\nrounds = 1\nmin_client_size = 5\n')
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "w"), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert any(line.startswith(f"worker w on cpu, root {root} (lease TTL") for line in res.stderr.splitlines()), res.stderr
