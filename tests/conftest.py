@@ -24,6 +24,19 @@ def fedspec_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedspec.cli.main", *args]
 
 
+def read_terminal(primary: int, chunks: list[bytes]) -> None:
+    """Collect what a program writes to the pty whose primary end is ``primary`` until it exits (read all along:
+    a full terminal buffer would block the program)."""
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the program exited and closed its end
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
 def read_rows(path: Path, drop: tuple[str, ...] = ("round_seconds",)) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]

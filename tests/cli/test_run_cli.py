@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fedspec_cmd
+from tests.conftest import fedspec_cmd, read_terminal
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -143,14 +143,7 @@ def test_a_run_piped_to_a_log_says_each_round_as_it_ends_and_a_terminal_gets_a_b
                             env={**os.environ, "COLUMNS": "120"})
     os.close(secondary)
     chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(primary, 65536)
-        except OSError:  # the run exited and closed its end
-            break
-        if not data:
-            break
-        chunks.append(data)
+    read_terminal(primary, chunks)
     os.close(primary)
     assert proc.wait(timeout=60) == 0
     screen = b"".join(chunks).decode(errors="replace")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fedspec_cmd, make_tiny_sst2, read_rows
+from tests.conftest import fedspec_cmd, make_tiny_sst2, read_rows, read_terminal
 from tests.queue.helpers import (FAST, checkpoint_round, rounds_of, start_worker, status_json, wait_for, write_grid)
 
 
@@ -166,18 +166,7 @@ def test_a_round_in_flight_shows_its_progress_on_the_terminal_and_in_status(tmp_
         return any(0 < s < 1 for s in shares)
 
     chunks: list[bytes] = []
-
-    def read_screen() -> None:  # all along: a full terminal buffer would block the worker
-        while True:
-            try:
-                data = os.read(primary, 65536)
-            except OSError:  # the worker exited and closed its end
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read_screen, daemon=True)
+    reader = threading.Thread(target=read_terminal, args=(primary, chunks), daemon=True)
     reader.start()
     try:
         assert wait_for(mid_round, timeout=60, step=0.1), shares
