@@ -60,8 +60,9 @@ class StorageError(FedspecError):
     """The file system under the root refused a write (full, over quota, read-only) or cannot be reached (a share dropped).
 
     The machine's problem, not the item's: a worker hands the item back
-    without counting a failed attempt and stops, instead of failing every
-    item of the grid in turn.
+    without counting a failed attempt and stops (with --wait, waits for a
+    folder that cannot be reached), instead of failing every item of the
+    grid in turn.
     """
 
     exit_code = 1
