@@ -75,9 +75,9 @@ class FolderUnreachable(StorageError):
     item the worker held when it happened ("" if none).
     """
 
-    def __init__(self, message: str, cause: str = "", fate: str = "") -> None:
+    def __init__(self, message: str, cause: str, fate: str = "") -> None:
         super().__init__(message)
-        self.cause, self.fate = cause or message, fate
+        self.cause, self.fate = cause, fate
 
 
 def _errnos(**hints: str) -> dict[int, str]:

@@ -44,6 +44,12 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def round_line(item_id: str, rounds: int, row: dict) -> str:
+    """The line that says a round is committed (worker and run print the same)."""
+    return (f"  {item_id} round {row['round']}/{rounds}  acc {row['test_accuracy']:.4f}  rank {row['rank']}  "
+            f"{row['round_seconds']:.2f}s")
+
+
 def folder_root(root: Path) -> Path:
     """``root`` with ``~`` expanded; a file given as the root is one clear error, not a confusing one further on."""
     root = Path(root).expanduser()

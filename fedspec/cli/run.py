@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fedspec.checkpoint_file import read_header
-from fedspec.cli.common import console, out, setup_logging, writable_root
+from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
 from fedspec.config import check_item_id, make_spec
 
 
@@ -66,11 +66,11 @@ class RunDisplay:
             self.progress.update(self.bar, completed=rnd - 1 + min(0.99, done / total if total > 0 else 0.0))
 
     def on_round(self, row: dict) -> None:
-        info = f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s"
         if self.progress is not None:
-            self.progress.update(self.bar, completed=row["round"], info=f"{info}/round")
+            self.progress.update(self.bar, completed=row["round"],
+                                 info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
         else:  # as the worker's lines
-            console.print(escape(f"  {self.item_id} round {row['round']}/{self.rounds}  {info}"), highlight=False)
+            console.print(escape(round_line(self.item_id, self.rounds, row)), highlight=False)
 
 
 def run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -115,20 +116,19 @@ def status(
     if watch <= 0:
         out.print(render(report))
         return
-    if not out.is_terminal:  # a pipe or a log (`--watch 600 >> status.log`): a live view would print once, at Ctrl-C
+    # A terminal redraws one view in place; a pipe or a log (`--watch 600 >> status.log`) gets a dated
+    # report each time (a live view there printed once, at Ctrl-C).
+    live = Live(render(report), console=out, refresh_per_second=4, screen=False) if out.is_terminal else None
+    with live or contextlib.nullcontext():
         try:
             while True:
-                out.print(f"— {time.strftime('%Y-%m-%d %H:%M:%S')} —")
-                out.print(render(report))
-                out.file.flush()
+                if live is None:
+                    out.print(f"— {time.strftime('%Y-%m-%d %H:%M:%S')} —")
+                    out.print(render(report))
+                    out.file.flush()
                 time.sleep(watch)
                 report = collect(paths)
-        except KeyboardInterrupt:
-            return
-    with Live(render(report), console=out, refresh_per_second=4, screen=False) as live:
-        try:
-            while True:
-                time.sleep(watch)
-                live.update(render(collect(paths)))
+                if live is not None:
+                    live.update(render(report))
         except KeyboardInterrupt:
             pass

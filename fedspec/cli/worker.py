@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from fedspec.cli.common import console, out, setup_logging, writable_root
+from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
 from fedspec.config import load_grid
 from fedspec.queue.identity import check_worker_name, default_worker_name
 from fedspec.queue.store import RootPaths
@@ -132,8 +132,7 @@ def worker(
     def on_round(item: QueueItem, row: dict) -> None:
         if bar is not None:
             bar.ended()
-        console.print(f"  {item.id} round {row['round']}/{item.rounds}  acc {row['test_accuracy']:.4f}  "
-                      f"rank {row['rank']}  {row['round_seconds']:.2f}s", highlight=False)
+        console.print(escape(round_line(item.id, item.rounds, row)), highlight=False)
 
     def on_item_end(item: QueueItem, outcome: str, error: str | None) -> None:
         if bar is not None:
