@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,33 @@ def test_make_folder_creates_missing_parents_but_never_a_vanished_root(tmp_path:
         atomic.make_folder(root / "distributed_work" / "heartbeats", root)
     assert caught.value.filename == str(root)
     assert not root.exists()
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_macos_flushes_the_drive_and_falls_back_to_fsync_where_refused(tmp_path: Path, monkeypatch, refused: bool) -> None:
+    """macOS's fsync leaves the data in the drive's cache (lost on a power loss); F_FULLFSYNC flushes it.
+
+    SMB and FAT volumes refuse F_FULLFSYNC: plain fsync there, never an error.
+    """
+    import errno
+    from types import SimpleNamespace
+
+    calls: list[str] = []
+
+    def fcntl(fd: int, cmd: int) -> int:
+        kind = "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        calls.append(f"fullfsync {kind}")
+        if refused:
+            raise OSError(errno.ENOTSUP, "Operation not supported")
+        return 0
+
+    monkeypatch.setattr(atomic, "fcntl", SimpleNamespace(fcntl=fcntl))
+    monkeypatch.setattr(atomic, "_FULLFSYNC", 51)  # its value in macOS's <sys/fcntl.h>
+    monkeypatch.setattr(atomic, "_fdatasync", lambda fd: calls.append("fdatasync"))
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: calls.append("fsync"))
+    atomic.write_text(tmp_path / "c.json", "{}")
+    assert (tmp_path / "c.json").read_text() == "{}"
+    if refused:
+        assert calls == ["fullfsync file", "fdatasync", "fullfsync folder", "fsync"]
+    else:
+        assert calls == ["fullfsync file", "fullfsync folder"]
