@@ -58,9 +58,18 @@ def folder_root(root: Path) -> Path:
     return root
 
 
-def writable_root(root: Path) -> Path:
-    """Resolve ``root`` and check it is a folder that can be written; creates it if missing."""
+def writable_root(root: Path, create: bool = True) -> Path:
+    """Resolve ``root`` and check it is a folder that can be written; creates it if missing and ``create``.
+
+    ``create=False`` is for joining a queue that must already be there: a
+    share that is not mounted yet must not get an empty folder on the local
+    disk in its place (it would hide the mount point, or on macOS make the
+    share mount beside it as ``/Volumes/share-1``).
+    """
     root = folder_root(root)
+    if not create and not root.is_dir():
+        raise RootError(f"{root}: no such folder (is the shared folder mounted?); "
+                        "to start a new queue there, pass --grid FILE")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:

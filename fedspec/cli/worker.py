@@ -82,7 +82,7 @@ def worker(
         from fedspec.errors import ConfigError
 
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
-    paths = RootPaths(writable_root(root))
+    paths = RootPaths(writable_root(root, create=grid is not None))  # joining a queue: never an empty root in its place
     if grid is not None:
         items = load_grid(grid)
         added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items], source=str(grid))

@@ -77,3 +77,16 @@ def test_a_workers_lines_in_a_log_are_whole_however_long(tmp_path: Path) -> None
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert any(line.startswith(f"worker w on cpu, root {root} (lease TTL") for line in res.stderr.splitlines()), res.stderr
+
+
+def test_joining_a_queue_at_a_missing_root_creates_nothing(tmp_path: Path) -> None:
+    """Without --grid the worker joins a queue, so a missing root is a share not mounted yet: it made an empty folder there."""
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    root = mount_point / "share" / "fedspec"
+    for extra in ([], ["--wait"]):
+        res = subprocess.run(fedspec_cmd("worker", "--root", str(root), *extra), capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"error: {root}: no such folder (is the shared folder mounted?); to start a new queue there, pass --grid FILE"]
+        assert list(mount_point.iterdir()) == []
