@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
 from fedspec.config import check_item_id, make_spec
+from fedspec.errors import StorageError, describe_os_error, storage_advice
 
 
 class Terminated(BaseException):
@@ -33,6 +34,7 @@ class RunDisplay:
 
     def __init__(self, item_id: str, rounds: int) -> None:
         self.item_id, self.rounds = item_id, rounds
+        self.committed = 0  # the last round checkpointed, as far as this run has seen
         self.progress: Progress | None = None
         if console.is_terminal:
             self.progress = Progress(
@@ -54,6 +56,7 @@ class RunDisplay:
             self.progress.stop()
 
     def on_start(self, done: int, total: int) -> None:
+        self.committed = done
         if self.progress is not None:
             self.progress.update(self.bar, completed=done, info=f"resumed after round {done}" if done else "training…")
         else:
@@ -66,6 +69,7 @@ class RunDisplay:
             self.progress.update(self.bar, completed=rnd - 1 + min(0.99, done / total if total > 0 else 0.0))
 
     def on_round(self, row: dict) -> None:
+        self.committed = row["round"]  # called once the round's checkpoint is committed
         if self.progress is not None:
             self.progress.update(self.bar, completed=row["round"],
                                  info=f"acc {row['test_accuracy']:.4f}  rank {row['rank']}  {row['round_seconds']:.2f}s/round")
@@ -135,6 +139,10 @@ def run(
             out.print(f"{item_id}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; round {done} of "
                       f"{spec.rounds} is checkpointed, run the same command to resume")
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+        except OSError as err:  # the disk or the share under ROOT (full, read-only, dropped): not read again here
+            display.stop()
+            raise StorageError(f"{describe_os_error(err)}; {item_id} stopped with round {display.committed} of {spec.rounds} "
+                               f"checkpointed: {storage_advice(err) or ('fix that' if root.is_dir() else 'reconnect the folder')}, then run the same command to resume") from None
         finally:
             signal.signal(signal.SIGTERM, before)
     rows = outcome.rows

@@ -96,6 +96,36 @@ def test_a_stop_signal_says_which_round_is_checkpointed(tmp_path: Path, sig: str
     assert not (tmp_path / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").exists()
 
 
+def test_a_root_that_vanishes_mid_run_says_which_round_is_checkpointed_and_how_to_resume(tmp_path: Path) -> None:
+    """An unmounted share stopped `fedspec run` with a bare `…/share: No such file or directory`."""
+    import re
+    import time
+
+    from fedspec.checkpoint_file import read_header
+
+    root, away = tmp_path / "share", tmp_path / "away"
+    args = ["run", "--rounds", "5000", "--clients", "3", "--max-train-samples", "300", "--root", str(root)]
+    proc = subprocess.Popen(fedspec_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    item = "fedspec_dirichlet_alpha0.5"
+    deadline = time.monotonic() + 120
+    while not (root / "checkpoints_distributed" / item / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    try:
+        root.rename(away)  # as an unmount looks to a process
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    said = re.fullmatch(rf"error: {re.escape(str(root))}: No such file or directory; {item} stopped with round (\d+) of 5000 "
+                        r"checkpointed: reconnect the folder, then run the same command to resume", last)
+    assert said, stderr
+    assert int(said.group(1)) == read_header(away / "checkpoints_distributed" / item)["round"] >= 1
+    assert not root.exists()  # nothing recreated in the share's place
+
+
 def test_the_advice_to_run_a_done_item_again_runs_it_from_round_1(tmp_path: Path) -> None:
     import re
     import shutil
