@@ -17,6 +17,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from fedspec.errors import is_unreachable
+
 log = logging.getLogger(__name__)
 
 WORK = "distributed_work"
@@ -76,14 +78,23 @@ class RootPaths:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-def read_json(path: Path) -> tuple[Any, str | None]:
-    """(parsed JSON, None) or (None, reason) for a missing, torn, placeholder or foreign file."""
+def read_json(path: Path, unreachable_raises: bool = False) -> tuple[Any, str | None]:
+    """(parsed JSON, None) or (None, reason) for a missing, torn, placeholder or foreign file.
+
+    ``unreachable_raises``: a folder that cannot be reached (ENOTCONN,
+    ETIMEDOUT, EIO, Windows' network errors) raises the OSError instead of
+    reading as "unreadable", for the queue file: a worker with --wait waits
+    for the folder then, instead of taking it for a torn file up to a limit.
+    A peer's heartbeat or failure record that cannot be read is only skipped.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         placeholder = path.with_name(f".{path.name}.icloud")
         return None, ("iCloud placeholder, not downloaded" if placeholder.exists() else "missing")
     except OSError as err:
+        if unreachable_raises and is_unreachable(err):  # the share dropped, not this file torn
+            raise
         return None, f"unreadable ({err.strerror})"
     if not raw.strip():
         return None, "empty"

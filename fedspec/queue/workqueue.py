@@ -60,7 +60,7 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     QueueError
         The queue file is empty, torn, a placeholder or not fedspec's.
     """
-    data, problem = read_json(paths.queue_file)
+    data, problem = read_json(paths.queue_file, unreachable_raises=True)
     if problem == "missing":
         raise RootError(
             f"{paths.root}: not a fedspec root (no {paths.queue_file.relative_to(paths.root)}); "

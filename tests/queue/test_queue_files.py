@@ -427,3 +427,45 @@ def test_with_wait_a_dropped_share_is_waited_for_and_the_item_taken_up_again(tmp
         Worker(paths, "w2", job, WorkerSettings()).run()
     assert str(caught.value) == (f"{paths.work}: {strerror} (shared folder disconnected): reconnect the folder, then start "
                                  "the worker again (with --wait it waits for the folder instead)")
+
+
+def test_with_wait_a_queue_file_that_times_out_is_waited_for_past_the_retry_limit(tmp_path: Path, monkeypatch) -> None:
+    """A share whose folder still answers stat but whose queue file read times out: --wait waits, without a limit.
+
+    read_json turned the ETIMEDOUT into "unreadable", so the worker counted it
+    as a torn queue file and stopped after 30 retries, --wait or not.
+    """
+    from fedspec.errors import FolderUnreachable
+    from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
+
+    paths = make_root(tmp_path, ("a",))
+    down = {"until": 0.0}
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == paths.queue_file and time.monotonic() < down["until"]:
+            raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT), str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+    def job(item, guard, progress, on_step) -> str:
+        paths.results.mkdir(parents=True, exist_ok=True)
+        (paths.results / "a.csv").write_text("round\n1\n")
+        return "done"
+
+    said: list[str] = []
+    down["until"] = time.monotonic() + 2.0  # 40 polls of 0.05 s: past the 30 retries of a torn queue file
+    w = Worker(paths, "w1", job, WorkerSettings(wait=True, poll=0.05), WorkerEvents(on_warning=said.append))
+    assert w.run() == 0 and dict(w.outcomes) == {"done": 1}
+    strerror = os.strerror(errno.ETIMEDOUT)
+    assert said[0] == (f"{paths.queue_file}: {strerror} (file server not answering); waiting for the shared folder "
+                       "(every 0.05s, Ctrl-C to stop)")
+    assert len(said) == 2 and said[1].startswith("the shared folder is reachable again"), said
+
+    (paths.results / "a.csv").unlink()  # pending again, for a worker without --wait
+    down["until"] = time.monotonic() + 60
+    with pytest.raises(FolderUnreachable) as caught:
+        Worker(paths, "w2", job, WorkerSettings()).run()
+    assert str(caught.value) == (f"{paths.queue_file}: {strerror} (file server not answering): reconnect the folder, then "
+                                 "start the worker again (with --wait it waits for the folder instead)")
