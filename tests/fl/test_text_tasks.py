@@ -78,3 +78,27 @@ def test_length_grouped_batches_see_every_example_once_and_pad_less() -> None:
     assert padded["grouped"] < 0.7 * padded["plain"]  # random batches pad to ~their max, grouped ones to ~their mean
     features = TensorExamples(torch.zeros(1000, 2), np.zeros(1000, dtype=np.int64))
     assert all(np.array_equal(a, b) for a, b in zip(epoch_batches(features, order, 16, True), plain))  # fixed size: untouched
+
+
+def test_hugging_face_warnings_reach_the_cli_log_once_each(tiny_sst2: Path) -> None:
+    """huggingface_hub and datasets print through a handler of their own and propagate too: each hub retry came out twice."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import logging\n"
+        "from fedspec.cli.common import setup_logging\n"
+        "setup_logging(False)\n"
+        "from fedspec.fl.tasks import load_task\n"
+        "load_task('sst2-bert')\n"
+        "for name in ('huggingface_hub.utils._http', 'datasets.load', 'transformers.modeling_utils'):\n"
+        "    logging.getLogger(name).warning('said by %s', name)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if "said by" in line]
+    assert len(said) == 3, res.stderr
+    for line, name in zip(said, ("huggingface_hub.utils._http", "datasets.load", "transformers.modeling_utils")):
+        assert line.endswith(f" WARNING {name}: said by {name}"), line  # the CLI's format, not the library's bare line

@@ -18,6 +18,7 @@ elsewhere, e.g. at a pre-downloaded copy or a test fixture.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -34,6 +35,25 @@ from fedspec.fl.tasks.common import wrap_lora
 
 MAX_LENGTH = 128  # truncation only; batches are padded to their longest sequence
 TWEET_LABELS = {"negative": 0, "neutral": 1, "positive": 2}
+
+
+def _one_line_per_library_log() -> None:
+    """Let the Hugging Face libraries' warnings reach the application's log handler only, once each.
+
+    huggingface_hub and datasets add a handler of their own at import *and*
+    propagate to the root logger: with the fedspec CLI's handler there, a hub
+    retry was printed twice (12 lines for 6 retries), and their handler, which
+    holds stderr as it was at import, wrote into a progress bar's line.  Where
+    no application configured logging (the root logger has no handler), their
+    handlers stay.
+    """
+    if not logging.getLogger().handlers:
+        return
+    for name in ("huggingface_hub", "datasets", "transformers"):
+        library = logging.getLogger(name)
+        for handler in [h for h in library.handlers if type(h) is logging.StreamHandler]:
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -94,6 +114,8 @@ def load_tweets_task(max_train_samples: int | None = None) -> TaskData:
     import pandas as pd
     from transformers import AutoTokenizer
 
+    _one_line_per_library_log()
+
     frame = pd.read_csv(tweets_csv_path(), encoding="utf-8", encoding_errors="replace")
     frame = frame[frame["sentiment"].isin(TWEET_LABELS)]
     texts = frame["text"].astype(str).tolist()
@@ -119,6 +141,7 @@ def load_tweets_task(max_train_samples: int | None = None) -> TaskData:
 def _load_sst2_splits(data_source: str) -> tuple[Any, Any]:
     from datasets import load_dataset
 
+    _one_line_per_library_log()
     try:
         if Path(data_source).is_dir():
             folder = Path(data_source)
@@ -142,6 +165,7 @@ def _load_sst2_splits(data_source: str) -> tuple[Any, Any]:
 def load_sst2_task(max_train_samples: int | None = None) -> TaskData:
     from transformers import AutoTokenizer
 
+    _one_line_per_library_log()
     model_source = os.environ.get("FEDSPEC_SST2_MODEL", "bert-base-uncased")
     data_source = os.environ.get("FEDSPEC_SST2_DATA", "glue/sst2")
     train, test = _load_sst2_splits(data_source)
