@@ -89,6 +89,8 @@ def worker(
         out.print(escape(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"))
     else:
         load_queue(paths)  # a clear error if this is not a fedspec root
+    if max_items == 0:  # only the grid: no heartbeat either, or status would list a worker that never ran
+        return
     worker_name = check_worker_name(name) if name else default_worker_name()
 
     from fedspec.config import make_spec

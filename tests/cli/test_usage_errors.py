@@ -64,6 +64,8 @@ def test_a_path_with_brackets_is_printed_whole(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"queue {root / 'distributed_work' / 'work_queue.json'}: 7 new item(s)" in res.stdout
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--max-items", "1"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
     assert f"root {root} (lease TTL" in res.stderr.replace("\n", "")
 
 
@@ -90,3 +92,13 @@ def test_joining_a_queue_at_a_missing_root_creates_nothing(tmp_path: Path) -> No
         assert res.stderr.strip().splitlines() == [
             f"error: {root}: no such folder (is the shared folder mounted?); to start a new queue there, pass --grid FILE"]
         assert list(mount_point.iterdir()) == []
+
+
+def test_adding_a_grid_only_starts_no_worker(tmp_path: Path) -> None:
+    """`--max-items 0` left a heartbeat behind: `fedspec status` listed a "stopped" worker that never ran anything."""
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--grid", GRID, "--max-items", "0"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.startswith(f"queue {tmp_path / 'distributed_work' / 'work_queue.json'}: 7 new item(s)")
+    heartbeats = tmp_path / "distributed_work" / "heartbeats"
+    assert not heartbeats.exists() or list(heartbeats.iterdir()) == []
