@@ -38,6 +38,15 @@ def test_fedavg_gap_is_the_error_of_product_of_averages() -> None:
     assert out.tail_energy == pytest.approx(0.25 / 0.5)  # gap² / ‖ideal‖² = 0.25 / 0.5
 
 
+def test_fedavg_of_one_client_has_no_gap() -> None:
+    """Centralized runs and rounds with one sampled client: the summary table showed float noise (1.8e-15) as their gap."""
+    g = torch.Generator().manual_seed(0)
+    state = {PAIR.a: torch.randn(8, 768, generator=g), PAIR.b: torch.randn(768, 8, generator=g), "head.w": torch.randn(3, generator=g)}
+    out = fedavg([state], [37], [PAIR], rank=8)
+    assert out.gap == 0.0 and out.tail_energy == 0.0
+    assert all(torch.equal(out.state[k], v) for k, v in state.items())
+
+
 def test_fedspec_rank_one_keeps_one_singular_direction() -> None:
     # Ideal I/2 has σ = (0.5, 0.5): rank 1 leaves half the energy out; threshold 1 forbids growth.
     out = fedspec(two_orthogonal_clients(), [1, 1], [PAIR], rank=1, max_rank=1, step=1, threshold=1.0)

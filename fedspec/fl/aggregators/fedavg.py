@@ -17,6 +17,8 @@ def fedavg(states: list[State], weights: list[float], pairs: list[LoraPair], ran
     """
     w = normalize(weights)
     new = weighted_average(states, w)
+    if len(states) == 1:  # centralized, or one client sampled: the average is its adapter, the gap exactly 0
+        return Aggregate(state=new, rank=rank, gap=0.0, tail_energy=0.0)  # (computed, it was float noise: 1e-15..1e-12)
     gap_sq = ideal_sq = 0.0
     for pair in pairs:
         bs, as_ = zip(*(active(s, pair, rank) for s in states))
