@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class ClientFailed(Exception):
-    """A client produced no usable update (exception, NaN or inf) after its retries."""
+    """A client produced no usable update (exception, NaN or inf) after its retries; ``diverged``: NaN or inf."""
+
+    def __init__(self, message: str, diverged: bool = False) -> None:
+        super().__init__(message)
+        self.diverged = diverged
 
 
 @dataclass
@@ -146,7 +150,7 @@ def train_client(
             failures += 1
             log.warning("client failed (%s: %s), attempt %d of %d", type(err).__name__, err, failures, retries + 1)
             if failures > retries:
-                raise ClientFailed(f"{type(err).__name__}: {err}") from err
+                raise ClientFailed(f"{type(err).__name__}: {err}", diverged=isinstance(err, FloatingPointError)) from err
 
 
 @torch.no_grad()

@@ -168,6 +168,7 @@ def run_experiment(
         sampled = _sample_clients(spec, rnd)
         results: list[LocalResult] = []
         failures: list[str] = []
+        diverged = 0  # clients given up on for a NaN or inf loss or update
         together = _train_together(model, task, client_indices, sampled, state, settings, spec, rnd, dev)
         examples = {k: len(client_indices[k]) * settings.local_epochs for k in sampled}
         round_examples = sum(examples.values())
@@ -186,9 +187,14 @@ def run_experiment(
                 )
             except ClientFailed as err:
                 failures.append(f"client {k}: {err}")
+                diverged += err.diverged
             trained += examples[k]
         if not results:
-            raise AggregationError(f"{item_id}: round {rnd}: every sampled client failed ({failures[-1]})")
+            advice = ""
+            if diverged == len(failures):
+                advice = "; training diverged (NaN or inf): lower the learning rate (lr)" + (
+                    ", or clip gradients (grad_clip)" if spec.grad_clip is None else "")
+            raise AggregationError(f"{item_id}: round {rnd}: every sampled client failed ({failures[-1]}){advice}")
         gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, _REINIT))
         agg = aggregator.aggregate([r.state for r in results], [r.num_samples for r in results], pairs, generator=gen)
         state = agg.state

@@ -134,6 +134,33 @@ def test_round_with_no_surviving_client_fails_clearly(tmp_path: Path, digits, mo
     assert not results_path(tmp_path, "g").exists()
 
 
+def test_a_round_that_diverges_says_so_and_what_to_change(tmp_path: Path, digits, monkeypatch) -> None:
+    """Every client's loss NaN (a learning rate far too high): the failure says why, not only the last client's error."""
+    spec = make_spec(optimizer="sgd", lr=10.0, grad_clip=None, parallel_clients="off", **SMALL)
+    with pytest.raises(AggregationError) as caught:
+        run_experiment(spec, "d", tmp_path, task=digits)
+    assert "every sampled client failed" in str(caught.value)
+    assert str(caught.value).endswith("training diverged (NaN or inf): lower the learning rate (lr), or clip gradients (grad_clip)")
+
+    def nan(*args, **kwargs):  # with clipping already on, the advice is the learning rate alone
+        raise FloatingPointError("loss is nan")
+
+    monkeypatch.setattr(client_mod, "train_local", nan)
+    with pytest.raises(AggregationError) as caught:
+        run_experiment(make_spec(parallel_clients="off", **SMALL), "e", tmp_path, task=digits)
+    assert str(caught.value).endswith("FloatingPointError: loss is nan); training diverged (NaN or inf): lower the learning rate (lr)")
+
+
+def test_a_round_whose_clients_crash_gives_no_divergence_advice(tmp_path: Path, digits, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("driver crashed")
+
+    monkeypatch.setattr(client_mod, "train_local", broken)
+    with pytest.raises(AggregationError) as caught:
+        run_experiment(make_spec(parallel_clients="off", **SMALL), "g", tmp_path, task=digits)
+    assert str(caught.value).endswith("RuntimeError: driver crashed)")
+
+
 def test_out_of_memory_halves_batch_size(tmp_path: Path, digits, monkeypatch) -> None:
     real = client_mod.train_local
     seen: list[int] = []
