@@ -141,8 +141,10 @@ def run(
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as err:  # the disk or the share under ROOT (full, read-only, dropped): not read again here
             display.stop()
+            advice = storage_advice(err) or (None if root.is_dir() else "reconnect the folder")
+            resume = f"{advice}, then run the same command to resume" if advice else "run the same command to resume once that is fixed"
             raise StorageError(f"{describe_os_error(err)}; {item_id} stopped with round {display.committed} of {spec.rounds} "
-                               f"checkpointed: {storage_advice(err) or ('fix that' if root.is_dir() else 'reconnect the folder')}, then run the same command to resume") from None
+                               f"checkpointed: {resume}") from None
         finally:
             signal.signal(signal.SIGTERM, before)
     rows = outcome.rows
