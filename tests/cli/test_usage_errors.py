@@ -64,7 +64,8 @@ def test_a_path_with_brackets_is_printed_whole(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"queue {root / 'distributed_work' / 'work_queue.json'}: 7 new item(s)" in res.stdout
-    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--max-items", "1"), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--max-items", "1", "--settle", "0"),  # "Dropbox" in the path: 60 s
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"root {root} (lease TTL" in res.stderr.replace("\n", "")
 
