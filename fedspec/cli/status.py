@@ -12,8 +12,10 @@ from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fedspec.cli.common import folder_root, out
+from fedspec.errors import FedspecError, describe_os_error
 from fedspec.queue.status import StatusReport, WorkerStatus, collect
 from fedspec.queue.store import RootPaths
 
@@ -109,7 +111,7 @@ def status(
     heartbeat went silent is shown as such and not counted.
     """
     paths = RootPaths(folder_root(root))
-    report = collect(paths)
+    report = collect(paths)  # a wrong root is an error at once, watching or not
     if as_json:
         print(json.dumps(report.to_json(), indent=1))
         return
@@ -118,17 +120,29 @@ def status(
         return
     # A terminal redraws one view in place; a pipe or a log (`--watch 600 >> status.log`) gets a dated
     # report each time (a live view there printed once, at Ctrl-C).
-    live = Live(render(report), console=out, refresh_per_second=4, screen=False) if out.is_terminal else None
+    shown = last = render(report)
+    live = Live(shown, console=out, refresh_per_second=4, screen=False) if out.is_terminal else None
     with live or contextlib.nullcontext():
         try:
             while True:
                 if live is None:
                     out.print(f"— {time.strftime('%Y-%m-%d %H:%M:%S')} —")
-                    out.print(render(report))
+                    out.print(shown)
                     out.file.flush()
                 time.sleep(watch)
-                report = collect(paths)
+                try:
+                    shown = last = render(collect(paths))
+                except (OSError, FedspecError) as err:  # a share that drops mid-watch: said, and watched on
+                    note = Text(f"{time.strftime('%H:%M:%S')} cannot read the folder: {_unreadable(paths, err)}; "
+                                f"trying again every {watch:g}s (Ctrl-C to quit)", style="yellow")
+                    shown = note if live is None else Group(last, note)  # a log has the last report above already
                 if live is not None:
-                    live.update(render(report))
+                    live.update(shown)
         except KeyboardInterrupt:
             pass
+
+
+def _unreadable(paths: RootPaths, err: Exception) -> str:
+    if not paths.root.is_dir():  # unmounted: not "not a fedspec root", whose advice is to create a queue
+        return f"{paths.root} is gone (unmounted or disconnected?)"
+    return describe_os_error(err) if isinstance(err, OSError) else str(err)

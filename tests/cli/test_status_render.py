@@ -87,3 +87,46 @@ def test_status_watch_into_a_log_prints_a_report_every_interval(tmp_path) -> Non
         proc.kill()
     assert running and sum(line.startswith("1 item: 1 pending") for line in lines) >= 3, lines
     assert lines[0].startswith("— 20") and code == 0 and "Traceback" not in proc.stderr.read()
+
+
+def test_status_watch_goes_on_through_a_folder_that_drops(tmp_path) -> None:
+    """An unmounted share ended `status --watch` with an error; a watcher left running for hours should see it come back."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from fedspec.queue.store import RootPaths
+    from fedspec.queue.workqueue import QueueItem, add_items
+    from tests.conftest import fedspec_cmd
+
+    root, away = tmp_path / "share", tmp_path / "away"
+    add_items(RootPaths(root), [QueueItem("a", {"task": "digits", "method": "fedavg", "rounds": 2})])
+    proc = subprocess.Popen(fedspec_cmd("status", "--root", str(root), "--watch", "0.2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+
+    def wait_for(predicate) -> bool:
+        deadline = time.monotonic() + 60
+        while not predicate() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        return predicate()
+
+    reports = lambda: sum(line.startswith("1 item: 1 pending") for line in lines)  # noqa: E731
+    gone = lambda: [line for line in lines if "cannot read the folder" in line]  # noqa: E731
+    try:
+        assert wait_for(lambda: reports() >= 1), lines
+        root.rename(away)  # as an unmount looks to a process
+        assert wait_for(lambda: len(gone()) >= 1), lines
+        before = reports()
+        away.rename(root)
+        assert wait_for(lambda: reports() > before), lines
+        running = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        proc.kill()
+    assert running and code == 0 and "Traceback" not in proc.stderr.read()
+    assert gone()[0].rstrip("\n").endswith(f"cannot read the folder: {root} is gone (unmounted or disconnected?); trying again every "
+                              "0.2s (Ctrl-C to quit)"), gone()
