@@ -38,6 +38,23 @@ DEFAULT_LR: dict[str, float] = {"digits": 5e-3, "tweets-minilm": 1e-3, "sst2-ber
 _NOT_HASHED = {"device"}
 
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Names Windows keeps for devices, whatever the case or extension (``aux.csv`` opens the AUX device),
+# and which a share seen from a Windows machine therefore cannot hold.
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{k}" for k in range(1, 10)), *(f"LPT{k}" for k in range(1, 10))}
+
+
+def unportable(name: str) -> str | None:
+    """Why ``name`` cannot be a file or folder name on every machine of a grid (Windows' rules), or None."""
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        return "a device name on Windows"
+    if name.endswith("."):
+        return "Windows drops a name's final '.'"
+    return None
+
+
+def safe_item_id(item_id: str) -> bool:
+    """A name that stays inside the root (no separators, no ``..``) and means the same file on every machine."""
+    return bool(ITEM_ID_RE.match(item_id)) and ".." not in item_id and unportable(item_id) is None
 
 
 class ExperimentSpec(BaseModel):
@@ -243,7 +260,9 @@ def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> Experime
 
 
 def check_item_id(item_id: str, where: str = "item id") -> str:
-    """Refuse ids that could escape the root (``..``, separators) or confuse sync clients."""
+    """Refuse ids that could escape the root (``..``, separators), confuse sync clients, or that Windows cannot hold."""
     if not ITEM_ID_RE.match(item_id) or ".." in item_id:
         raise ConfigError(f"{where}: {item_id!r} is not a valid item id (letters, digits, '.', '_', '-'; no '..')")
+    if unportable(item_id):
+        raise ConfigError(f"{where}: {item_id!r} is not a valid item id ({unportable(item_id)})")
     return item_id

@@ -80,3 +80,20 @@ def test_missing_grid_file(tmp_path: Path) -> None:
 def test_item_ids_that_could_escape_the_root_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError):
         check_item_id(bad)
+
+
+@pytest.mark.parametrize("bad, why", [("con", "a device name on Windows"), ("Aux.seed1", "a device name on Windows"),
+                                      ("NUL", "a device name on Windows"), ("com7", "a device name on Windows"),
+                                      ("lpt1_fedavg", None), ("alpha0.", "Windows drops a name's final '.'")])
+def test_names_a_windows_machine_of_the_grid_cannot_hold_are_refused(bad: str, why: str | None) -> None:
+    """`aux.csv` on a share is the AUX device to a Windows worker; `x.` becomes `x` there, another item's file."""
+    from fedspec.queue.identity import check_worker_name
+
+    if why is None:  # a reserved name only as the whole stem: lpt1_fedavg is an ordinary name
+        assert check_item_id(bad) == bad
+        return
+    with pytest.raises(ConfigError, match=f"not a valid item id \\({why}\\)"):
+        check_item_id(bad)
+    if "." not in bad:
+        with pytest.raises(ConfigError, match=f"not a valid worker name \\({why}\\)"):
+            check_worker_name(bad)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from fedspec.config import unportable
 from fedspec.errors import ConfigError
 from fedspec.queue.claims import WORKER_NAME_RE
 
@@ -37,6 +38,8 @@ def local_dir() -> Path:
 def check_worker_name(name: str) -> str:
     if not WORKER_NAME_RE.match(name):
         raise ConfigError(f"--name: {name!r} is not a valid worker name (1-64 letters, digits, '_' or '-')")
+    if unportable(name):  # its heartbeat is <name>.json
+        raise ConfigError(f"--name: {name!r} is not a valid worker name ({unportable(name)})")
     return name
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.config import ITEM_ID_RE
+from fedspec.config import safe_item_id, unportable
 from fedspec.errors import QueueError, RootError
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -40,8 +40,9 @@ def _parse(data: Any, where: Path) -> list[QueueItem]:
     for n, raw in enumerate(data["items"]):
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not isinstance(raw.get("spec"), dict):
             raise QueueError(f"{where}: items[{n}] is not an item with an id and a spec")
-        if not ITEM_ID_RE.match(raw["id"]) or ".." in raw["id"]:
-            raise QueueError(f"{where}: items[{n}]: id {raw['id']!r} is not a safe file name")
+        if not safe_item_id(raw["id"]):
+            why = unportable(raw["id"])
+            raise QueueError(f"{where}: items[{n}]: id {raw['id']!r} is not a safe file name" + (f" ({why})" if why else ""))
         items.append(QueueItem(raw["id"], raw["spec"], int(raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS))))
     return items
 

@@ -49,7 +49,8 @@ def test_adding_a_grid_is_idempotent_and_refuses_changed_specs(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("content", [b"", b"{\"format\": 1, \"items\": [", b"not json", b"{\"items\": 3}",
-                                     b"{\"format\": 1, \"items\": [{\"id\": \"../x\", \"spec\": {}}]}"])
+                                     b"{\"format\": 1, \"items\": [{\"id\": \"../x\", \"spec\": {}}]}",
+                                     b"{\"format\": 1, \"items\": [{\"id\": \"aux\", \"spec\": {}}]}"])
 def test_corrupt_queue_is_one_clear_error_and_left_alone(tmp_path: Path, content: bytes) -> None:
     paths = make_root(tmp_path)
     paths.queue_file.write_bytes(content)
