@@ -17,6 +17,10 @@ console = Console(stderr=True)
 # which breaks grep and copy-paste.  A terminal keeps rich's word wrap.
 console.soft_wrap = not console.is_terminal
 out = Console(soft_wrap=True, highlight=False)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    # Into a pipe or a file rich assumes 80 columns, and `status`'s tables wrapped item ids there
+    # ("fedavg_dirichlet_" / "alpha0.5"), which breaks grep; a log has no width to fit.
+    out.width = 200
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -130,3 +130,28 @@ def test_status_watch_goes_on_through_a_folder_that_drops(tmp_path) -> None:
     assert running and code == 0 and "Traceback" not in proc.stderr.read()
     assert gone()[0].rstrip("\n").endswith(f"cannot read the folder: {root} is gone (unmounted or disconnected?); trying again every "
                               "0.2s (Ctrl-C to quit)"), gone()
+
+
+def test_status_into_a_pipe_keeps_each_row_on_one_line(tmp_path) -> None:
+    """`fedspec status > status.txt`: rich wrapped the tables at 80 columns there, splitting item ids over two lines."""
+    import json
+    import os
+    import subprocess
+
+    from fedspec.queue.store import RootPaths
+    from fedspec.queue.workqueue import QueueItem, add_items
+    from tests.conftest import fedspec_cmd
+
+    paths = RootPaths(tmp_path)
+    item = "fedspec_dirichlet_alpha0.5_seed43"
+    add_items(paths, [QueueItem(item, {"task": "digits", "method": "fedspec", "rounds": 20})])
+    paths.heartbeats.mkdir(parents=True, exist_ok=True)
+    (paths.heartbeats / "macbook-pro-of-a-researcher.json").write_text(json.dumps(
+        {"worker": "macbook-pro-of-a-researcher", "host": "macbook-pro", "state": "running", "item": item, "round": 3,
+         "rounds": 20, "device": "mps", "lease_ttl": 600.0, "counter": 1, "sec_per_round": 1.5}))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run(fedspec_cmd("status", "--root", str(tmp_path)), capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    rows = [line for line in res.stdout.splitlines() if "│" in line]
+    assert len(rows) == 2, res.stdout  # one item, one worker: one line each
+    assert all(item in row for row in rows) and "macbook-pro-of-a-researcher" in rows[1], res.stdout
