@@ -44,7 +44,8 @@ def _pace(w: WorkerStatus) -> str:
     return "-" if w.sec_per_round_estimate is None else f"~{w.sec_per_round_estimate:.2f}"  # from the round in flight
 
 
-def render(report: StatusReport) -> Group:
+def render(report: StatusReport, width: int = 80) -> Group:
+    """The status view for a console ``width`` columns wide (names wrap at 14 columns below 160)."""
     c = report.counts
     total = sum(c.values())
     if report.eta_seconds is not None:
@@ -57,13 +58,15 @@ def render(report: StatusReport) -> Group:
             f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   ETA {eta}")
     # Fits an 80-column terminal: long item ids and worker names wrap rather than lose their ends to
     # an ellipsis ("fedspec_dirichlet_alpha0…" hid which alpha it was), headers are short, and the
-    # (long) last errors are listed under the table instead of squeezing every column.
+    # (long) last errors are listed under the table instead of squeezing every column.  A wide
+    # console (a log, a pipe) keeps every name on one line.
+    name_width = 14 if width < 160 else None
     items = Table(show_edge=False, header_style="bold", caption="seen: since the holder's last heartbeat",
                   caption_justify="left")
     items.add_column("item", overflow="fold")
     items.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (stale)" wraps after "running"
     items.add_column("round", no_wrap=True, min_width=5)
-    items.add_column("holder", overflow="fold", max_width=14)
+    items.add_column("holder", overflow="fold", max_width=name_width)
     for col in ("seen", "acc", "tries"):
         items.add_column(col, no_wrap=True, min_width=len(col))
     errors = []
@@ -82,7 +85,7 @@ def render(report: StatusReport) -> Group:
         workers = Table(show_edge=False, header_style="bold", caption="round: rounds committed (+ share of the next one trained)",
                         caption_justify="left")
         for col in ("worker", "host"):
-            workers.add_column(col, overflow="fold", max_width=14)
+            workers.add_column(col, overflow="fold", max_width=name_width)
         workers.add_column("device", no_wrap=True, min_width=6)
         workers.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (silent)" wraps after "running"
         workers.add_column("item", overflow="fold")
@@ -116,11 +119,11 @@ def status(
         print(json.dumps(report.to_json(), indent=1))
         return
     if watch <= 0:
-        out.print(render(report))
+        out.print(render(report, out.width))
         return
     # A terminal redraws one view in place; a pipe or a log (`--watch 600 >> status.log`) gets a dated
     # report each time (a live view there printed once, at Ctrl-C).
-    shown = last = render(report)
+    shown = last = render(report, out.width)
     live = Live(shown, console=out, refresh_per_second=4, screen=False) if out.is_terminal else None
     with live or contextlib.nullcontext():
         try:
@@ -131,7 +134,7 @@ def status(
                     out.file.flush()
                 time.sleep(watch)
                 try:
-                    shown = last = render(collect(paths))
+                    shown = last = render(collect(paths), out.width)
                 except (OSError, FedspecError) as err:  # a share that drops mid-watch: said, and watched on
                     note = Text(f"{time.strftime('%H:%M:%S')} cannot read the folder: {_unreadable(paths, err)}; "
                                 f"trying again every {watch:g}s (Ctrl-C to quit)", style="yellow")
