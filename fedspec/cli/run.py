@@ -141,10 +141,11 @@ def run(
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as err:  # the disk or the share under ROOT (full, read-only, dropped): not read again here
             display.stop()
-            advice = storage_advice(err) or (None if root.is_dir() else "reconnect the folder")
+            gone = not root.is_dir()  # unmounted: the file named is then any one under it
+            cause = describe_os_error(err) + (f" ({root} is gone)" if gone else "")
+            advice = storage_advice(err) or ("reconnect the folder" if gone else None)
             resume = f"{advice}, then run the same command to resume" if advice else "run the same command to resume once that is fixed"
-            raise StorageError(f"{describe_os_error(err)}; {item_id} stopped with round {display.committed} of {spec.rounds} "
-                               f"checkpointed: {resume}") from None
+            raise StorageError(f"{cause}; {item_id} stopped with round {display.committed} of {spec.rounds} checkpointed: {resume}") from None
         finally:
             signal.signal(signal.SIGTERM, before)
     rows = outcome.rows
