@@ -440,12 +440,15 @@ def test_with_wait_a_queue_file_that_times_out_is_waited_for_past_the_retry_limi
     from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
 
     paths = make_root(tmp_path, ("a",))
-    down = {"until": 0.0}
+    down: dict = {"until": None}
     real = Path.read_bytes
 
     def read_bytes(self: Path) -> bytes:
-        if self == paths.queue_file and time.monotonic() < down["until"]:
-            raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT), str(self))
+        if self == paths.queue_file:
+            if down["until"] is None:  # down for 2 s from the worker's first read, however slow its start
+                down["until"] = time.monotonic() + 2.0  # 40 polls of 0.05 s: past the 30 retries of a torn queue file
+            if time.monotonic() < down["until"]:
+                raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT), str(self))
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
@@ -456,7 +459,6 @@ def test_with_wait_a_queue_file_that_times_out_is_waited_for_past_the_retry_limi
         return "done"
 
     said: list[str] = []
-    down["until"] = time.monotonic() + 2.0  # 40 polls of 0.05 s: past the 30 retries of a torn queue file
     w = Worker(paths, "w1", job, WorkerSettings(wait=True, poll=0.05), WorkerEvents(on_warning=said.append))
     assert w.run() == 0 and dict(w.outcomes) == {"done": 1}
     strerror = os.strerror(errno.ETIMEDOUT)
