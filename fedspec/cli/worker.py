@@ -16,7 +16,7 @@ from fedspec.cli.common import console, out, round_line, setup_logging, writable
 from fedspec.config import load_grid
 from fedspec.queue.identity import check_worker_name, default_worker_name
 from fedspec.queue.store import RootPaths
-from fedspec.queue.worker import LEFT_TO_OTHERS, Worker, WorkerEvents, WorkerSettings
+from fedspec.queue.worker import LEFT_TO_OTHERS, StopRequested, Worker, WorkerEvents, WorkerSettings
 from fedspec.queue.workqueue import QueueItem, add_items, load_queue
 
 # Sync clients that propagate files with unbounded delay and ignore locks across machines.
@@ -70,7 +70,8 @@ def worker(
 
     Results go to ROOT/paper_results/<item>.csv.  Stale items of crashed or
     sleeping peers are resumed from their last round.  Ctrl-C or SIGTERM
-    stops after the current round and hands the item back at once (exit 130/143).
+    stops after the current round (during a task's loading, before the first)
+    and hands the item back at once (exit 130/143).
     Items of a task this machine cannot load (no network for the hub, no data
     folder, no text extra) are handed back for other machines, not failed.
     A disk that refuses writes (full, read-only) or a shared folder that drops
@@ -119,6 +120,8 @@ def worker(
         spec = make_spec(f"{paths.queue_file} item {item.id}", **item.spec)  # a hand-edited spec fails in one line
 
         def on_start(done: int, total: int) -> None:
+            if w.stop_signal is not None:  # Ctrl-C while the task loaded (minutes for SST-2): no round begun, none to finish
+                raise StopRequested
             if done:
                 console.print(f"  {item.id}: resuming after round {done}/{total} from its checkpoint", highlight=False)
 

@@ -101,7 +101,8 @@ class Worker:
         if self.stop_signal is not None:
             raise KeyboardInterrupt  # second Ctrl-C: stop now (the last checkpoint is kept)
         self.stop_signal = signum
-        log.warning("stop requested: finishing the current round, then releasing the item (again to stop now)")
+        log.warning("stop requested: handing the item back after the round in flight, or before the first if training "
+                    "has not begun (again to stop now)")
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():

@@ -143,6 +143,33 @@ def test_stop_signal_releases_the_item_for_a_peer_without_waiting(tmp_path: Path
     assert rounds_of(root / "paper_results" / f"{item}.csv") == list(range(1, 41))
 
 
+def test_a_stop_while_the_task_loads_hands_the_item_back_before_any_round(tmp_path: Path) -> None:
+    """Ctrl-C while SST-2 loads (minutes for the real one): the worker waited for the load and then a whole round."""
+    model_dir, data_dir = make_tiny_sst2(tmp_path)
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\ntask = "sst2-bert"\nmethods = ["fedavg"]\nalphas = [0.5]\ncentralized = false\n'
+                    "[experiment]\nclients = 3\nrounds = 2\nmin_client_size = 5\nrank = 2\nmax_rank = 4\n")
+    root = tmp_path / "root"
+    env = {**os.environ, "FEDSPEC_SST2_MODEL": str(model_dir), "FEDSPEC_SST2_DATA": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "w"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any(line.startswith("loading task sst2-bert") for line in lines), timeout=120), lines
+        proc.send_signal(signal.SIGINT)  # the tiny task takes seconds to load (transformers, datasets, peft)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    assert not any(" round 1/2 " in line for line in lines), lines
+    assert lines[-1].rstrip() == "worker w: 1 released; stopped (exit 130)", lines
+    assert not (root / "checkpoints_distributed" / "fedavg_dirichlet_alpha0.5" / "checkpoint.safetensors").exists()
+    (st,) = status_json(root)["items"]
+    assert st["state"] == "pending" and st["attempts"] == 0
+
+
 def test_a_round_in_flight_shows_its_progress_on_the_terminal_and_in_status(tmp_path: Path) -> None:
     """A text round takes minutes: the worker's terminal shows a bar for it, and its heartbeat the share trained."""
     import os
