@@ -263,6 +263,7 @@ def check_item_id(item_id: str, where: str = "item id") -> str:
     """Refuse ids that could escape the root (``..``, separators), confuse sync clients, or that Windows cannot hold."""
     if not ITEM_ID_RE.match(item_id) or ".." in item_id:
         raise ConfigError(f"{where}: {item_id!r} is not a valid item id (letters, digits, '.', '_', '-'; no '..')")
-    if unportable(item_id):
-        raise ConfigError(f"{where}: {item_id!r} is not a valid item id ({unportable(item_id)})")
+    why = unportable(item_id)
+    if why:
+        raise ConfigError(f"{where}: {item_id!r} is not a valid item id ({why})")
     return item_id

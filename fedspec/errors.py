@@ -7,6 +7,8 @@ exit code; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
+from typing import NamedTuple
 
 
 class FedspecError(Exception):
@@ -131,6 +133,25 @@ def storage_advice(err: OSError) -> str | None:
     if kind is None:
         return None
     return "free space or make the folder writable" if kind[0] == "storage" else "reconnect the folder"
+
+
+class FolderFailure(NamedTuple):
+    """What an OSError under a root means for the command that hit it (a worker, ``fedspec run``)."""
+
+    cause: str  # the error in one line, "(<root> is gone)" added where the root itself vanished
+    advice: str | None  # what to do; None when the error is not the machine's file system's (an item's own)
+    unreachable: bool  # the folder may come back by itself (a dropped share, an unmounted root): --wait waits
+
+
+def folder_failure(err: OSError, root: Path) -> FolderFailure:
+    """Read ``err``, raised by work under ``root``: a full or read-only disk, a dropped share, a root that is gone, or none of those.
+
+    A root that is gone (macOS unmounts a dropped share) makes any file under
+    it "not found"; that is the folder's failure, not the file's.
+    """
+    gone = isinstance(err, FileNotFoundError) and not Path(root).exists()
+    cause = describe_os_error(err) + (f" ({root} is gone)" if gone else "")
+    return FolderFailure(cause, storage_advice(err) or ("reconnect the folder" if gone else None), is_unreachable(err) or gone)
 
 
 def describe_os_error(err: OSError) -> str:

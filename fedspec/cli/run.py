@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
 from fedspec.config import check_item_id, make_spec
-from fedspec.errors import StorageError, describe_os_error, storage_advice
+from fedspec.errors import StorageError, folder_failure
 
 
 class Terminated(BaseException):
@@ -141,11 +141,11 @@ def run(
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as err:  # the disk or the share under ROOT (full, read-only, dropped): not read again here
             display.stop()
-            gone = not root.is_dir()  # unmounted: the file named is then any one under it
-            cause = describe_os_error(err) + (f" ({root} is gone)" if gone else "")
-            advice = storage_advice(err) or ("reconnect the folder" if gone else None)
-            resume = f"{advice}, then run the same command to resume" if advice else "run the same command to resume once that is fixed"
-            raise StorageError(f"{cause}; {item_id} stopped with round {display.committed} of {spec.rounds} checkpointed: {resume}") from None
+            failure = folder_failure(err, root)
+            resume = (f"{failure.advice}, then run the same command to resume" if failure.advice
+                      else "run the same command to resume once that is fixed")
+            raise StorageError(f"{failure.cause}; {item_id} stopped with round {display.committed} of {spec.rounds} "
+                               f"checkpointed: {resume}") from None
         finally:
             signal.signal(signal.SIGTERM, before)
     rows = outcome.rows

@@ -38,8 +38,9 @@ def local_dir() -> Path:
 def check_worker_name(name: str) -> str:
     if not WORKER_NAME_RE.match(name):
         raise ConfigError(f"--name: {name!r} is not a valid worker name (1-64 letters, digits, '_' or '-')")
-    if unportable(name):  # its heartbeat is <name>.json
-        raise ConfigError(f"--name: {name!r} is not a valid worker name ({unportable(name)})")
+    why = unportable(name)  # its heartbeat is <name>.json
+    if why:
+        raise ConfigError(f"--name: {name!r} is not a valid worker name ({why})")
     return name
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fedspec.errors import (FedspecError, FolderUnreachable, LeaseLost, NotSyncedYet, QueueError, RootError, StorageError,
-                            TaskError, describe_os_error, is_unreachable, storage_advice)
+                            TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -330,19 +330,14 @@ class Worker:
             log.info("%s: could not hand the item back: %s", lease.item_id, describe_os_error(err))
             return False
 
-    def _folder_gone(self, err: OSError) -> bool:
-        """A file not found because the root itself is gone: a share unmounted (macOS does that to a dropped one)."""
-        return isinstance(err, FileNotFoundError) and not self.paths.root.exists()
-
     def _machine_error(self, err: OSError) -> bool:
         """True when ``err`` is this machine's file system's (full, unreachable, gone), not an item's."""
-        return storage_advice(err) is not None or self._folder_gone(err)
+        return folder_failure(err, self.paths.root).advice is not None
 
     def _storage_error(self, err: OSError, fate: str = "") -> StorageError:
         """The one line for a full disk or a dropped share; a dropped share is a FolderUnreachable, which --wait waits out."""
-        gone = self._folder_gone(err)
-        cause = describe_os_error(err) + (f" ({self.paths.root} is gone)" if gone else "")
-        line = f"{cause}{'; ' + fate if fate else ''}: {storage_advice(err) or 'reconnect the folder'}, then start the worker again"
-        if is_unreachable(err) or gone:
-            return FolderUnreachable(f"{line} (with --wait it waits for the folder instead)", cause, fate)
+        failure = folder_failure(err, self.paths.root)
+        line = f"{failure.cause}{'; ' + fate if fate else ''}: {failure.advice or 'reconnect the folder'}, then start the worker again"
+        if failure.unreachable:
+            return FolderUnreachable(f"{line} (with --wait it waits for the folder instead)", failure.cause, fate)
         return StorageError(line)
