@@ -65,6 +65,10 @@ def folder_root(root: Path) -> Path:
 def writable_root(root: Path, create: bool = True) -> Path:
     """Resolve ``root`` and check it is a folder that can be written; creates it if missing and ``create``.
 
+    Only the root itself is created, never a missing parent: that is a typo or
+    a shared folder that is not there, and a tree made on the local disk would
+    run a private queue that no other machine sees.
+
     ``create=False`` is for joining a queue that must already be there: a
     share that is not mounted yet must not get an empty folder on the local
     disk in its place (it would hide the mount point, or on macOS make the
@@ -74,8 +78,14 @@ def writable_root(root: Path, create: bool = True) -> Path:
     if not create and not root.is_dir():
         raise RootError(f"{root}: no such folder (is the shared folder mounted?); "
                         "to start a new queue there, pass --grid FILE")
+    parent = root.absolute().parent
+    if not root.is_dir() and not parent.is_dir():
+        # A mistyped path or a share that is not there (~/Dropbox on a machine that syncs elsewhere) would
+        # otherwise become a private folder tree that no other machine sees, trained into unnoticed.
+        raise RootError(f"{root}: parent folder {parent} does not exist (a typo, or a shared folder not mounted?); "
+                        "create it first to start a root there")
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=True)
     except OSError as err:
         raise RootError(f"{root}: cannot create root folder ({err.strerror})") from None
     # One probe name per process: workers started together on one root would otherwise remove each other's probe.

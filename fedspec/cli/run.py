@@ -102,7 +102,7 @@ def run(
     parallel_clients: str = typer.Option("auto", help="Train a round's clients together with vmap: auto (small fixed-size models), on, off."),
     seed: int = typer.Option(42, help="Seed of the partition, client sampling and training."),
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
-    root: Path = typer.Option(Path("."), help="Root folder: results go to ROOT/paper_results, checkpoints to ROOT/checkpoints_distributed."),
+    root: Path = typer.Option(Path("."), help="Root folder: results go to ROOT/paper_results, checkpoints to ROOT/checkpoints_distributed; created if missing, its parent must exist."),
     name: Optional[str] = typer.Option(None, help="Item name (default e.g. fedspec_dirichlet_alpha0.5)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log resumes, client faults, OOM retries."),
 ) -> None:

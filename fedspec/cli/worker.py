@@ -53,7 +53,7 @@ class RoundBar:
 
 
 def worker(
-    root: Path = typer.Option(Path("."), help="The shared folder (all machines point at the same one)."),
+    root: Path = typer.Option(Path("."), help="The shared folder (all machines point at the same one); with --grid created if missing, its parent must exist."),
     grid: Optional[Path] = typer.Option(None, help="Grid TOML to add to the queue first (idempotent); without it, join the queue that is there."),
     name: Optional[str] = typer.Option(None, help="Worker name shown in status; default: stable per machine, kept outside the root."),
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),

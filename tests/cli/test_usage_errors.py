@@ -73,6 +73,7 @@ def test_a_path_with_brackets_is_printed_whole(tmp_path: Path) -> None:
 def test_a_workers_lines_in_a_log_are_whole_however_long(tmp_path: Path) -> None:
     """Into a log, rich cut lines at 80 columns, paths included: grep and copy-paste of a path failed."""
     root = tmp_path / ("a-long-folder-name-as-cloud-drives-make-them" * 2) / "fedspec"
+    root.parent.mkdir()
     grid = tmp_path / "g.toml"
     grid.write_text('[grid]\nmethods = ["fedavg"]\nalphas = [0.5]\ncentralized = false\n'
                     '[experiment]\nclients = 3\nrounds = 1\nmin_client_size = 5\n')
@@ -93,6 +94,24 @@ def test_joining_a_queue_at_a_missing_root_creates_nothing(tmp_path: Path) -> No
         assert res.stderr.strip().splitlines() == [
             f"error: {root}: no such folder (is the shared folder mounted?); to start a new queue there, pass --grid FILE"]
         assert list(mount_point.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["worker", "--grid", GRID], ["run", "--rounds", "1"]])
+def test_a_root_whose_parent_is_missing_is_refused_not_made(tmp_path: Path, command: list[str]) -> None:
+    """A mistyped --root or a share that is not there (~/Dropbox where it syncs elsewhere) became a private folder tree
+    that no other machine saw, and the grid was trained into it unnoticed; the root itself is still created."""
+    root = tmp_path / "Dropbox" / "fedspec"
+    res = subprocess.run(fedspec_cmd(*command, "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error: {root}: parent folder {root.parent} does not exist (a typo, or a shared folder not mounted?); "
+        "create it first to start a root there"]
+    assert list(tmp_path.iterdir()) == []
+    root.parent.mkdir()
+    res = subprocess.run(fedspec_cmd(*command, "--root", str(root), "--max-items" if command[0] == "worker" else "--clients",
+                                     "0" if command[0] == "worker" else "2"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (root / ("distributed_work" if command[0] == "worker" else "paper_results")).is_dir()
 
 
 def test_adding_a_grid_only_starts_no_worker(tmp_path: Path) -> None:
