@@ -4,8 +4,8 @@ A checkpoint is one file, ``checkpoint.safetensors`` in the item's folder: the
 global trainable tensors, and in the safetensors header's ``__metadata__`` two
 JSON strings,
 
-* ``fedspec``: format, item id, spec hash, round, aggregator state, batch
-  size, device, writer, and the SHA-256 of the tensors;
+* ``fedspec``: format, item id, spec hash and the settings behind it, round,
+  aggregator state, batch size, device, writer, and the SHA-256 of the tensors;
 * ``rows``: the CSV rows of every round so far.
 
 One file means one atomic rename commits a round (two fsyncs: the file, then

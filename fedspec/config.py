@@ -131,6 +131,19 @@ class ExperimentSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """``task 'digits' -> 'tweets-minilm', rounds 10 -> 20``: the first few fields that differ, the task first."""
+    keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
+    shown = [f"{k if k.isidentifier() else _short(k)} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys[:most]]
+    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def _short(value: Any, most: int = 40) -> str:
+    """``repr`` cut to ``most`` characters: a hand-edited or foreign file's values stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 class GridSection(BaseModel):
     """The ``[grid]`` table: what to sweep."""
 

@@ -24,6 +24,7 @@ from safetensors.torch import save as save_tensors
 from fedspec import __version__
 from fedspec.atomic import make_folder, write_bytes
 from fedspec.checkpoint_file import FORMAT, NAME, parse_header, raise_if_pending
+from fedspec.config import spec_changes
 from fedspec.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class CheckpointWriter:
     cost grow with the round number.
     """
 
-    def __init__(self, folder: Path, item_id: str, spec_hash: str) -> None:
-        self.folder, self.item_id, self.spec_hash = Path(folder), item_id, spec_hash
+    def __init__(self, folder: Path, item_id: str, spec_hash: str, spec: dict[str, Any] | None = None) -> None:
+        self.folder, self.item_id, self.spec_hash, self.spec = Path(folder), item_id, spec_hash, spec
         self._encoded_rows: list[str] = []
 
     def commit(self, ckpt: Checkpoint) -> None:
@@ -75,6 +76,7 @@ class CheckpointWriter:
             "format": FORMAT,
             "item_id": self.item_id,
             "spec_hash": self.spec_hash,
+            "spec": self.spec,  # the settings behind the hash: a refusal can say which differ
             "round": ckpt.round,
             "tensors_sha256": tensors_digest(state),
             "aggregator": ckpt.aggregator,
@@ -104,13 +106,17 @@ def _serialize(state: dict[str, torch.Tensor], header: dict[str, str]) -> bytes:
     return save_tensors(state, metadata=header)
 
 
-def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint) -> None:
+def save_checkpoint(folder: Path, item_id: str, spec_hash: str, ckpt: Checkpoint, spec: dict[str, Any] | None = None) -> None:
     """Commit one checkpoint (a round loop keeps a :class:`CheckpointWriter` instead)."""
-    CheckpointWriter(folder, item_id, spec_hash).commit(ckpt)
+    CheckpointWriter(folder, item_id, spec_hash, spec).commit(ckpt)
 
 
-def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | None:
+def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, Any] | None = None) -> Checkpoint | None:
     """Load the last committed round, or None when the item has not started.
+
+    ``spec`` (the hashed fields of the spec that ``spec_hash`` stands for)
+    lets the refusal of another spec's checkpoint name the settings that
+    differ, where the checkpoint records its own.
 
     Raises
     ------
@@ -126,6 +132,11 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str) -> Checkpoint | 
     except OSError as err:
         raise CheckpointError(f"{where}: cannot read checkpoint ({err.strerror})") from None
     meta = parse_header(blob, where)
+    if meta.get("item_id") == item_id and meta.get("spec_hash") != spec_hash and isinstance(meta.get("spec"), dict) and spec:
+        raise CheckpointError(
+            f"{where}: checkpoint of {item_id!r} belongs to a different spec ({spec_changes(meta['spec'], spec)}); "
+            "resume it with its own settings; for the new ones use another item name or --root, or move it away"
+        )
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
         raise CheckpointError(
             f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "

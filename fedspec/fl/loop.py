@@ -116,8 +116,9 @@ def run_experiment(
     csv_path = results_path(root, item_id)
     spec_hash = spec.spec_hash()
     ckpt_folder = checkpoint_dir(root, item_id)
-    ckpt = load_checkpoint(ckpt_folder, item_id, spec_hash)  # refuses another spec's checkpoint first
-    checkpoints = CheckpointWriter(ckpt_folder, item_id, spec_hash)
+    hashed = spec.hashed_fields()
+    ckpt = load_checkpoint(ckpt_folder, item_id, spec_hash, hashed)  # refuses another spec's checkpoint first
+    checkpoints = CheckpointWriter(ckpt_folder, item_id, spec_hash, hashed)
     if csv_path.exists():
         return RunOutcome(status="duplicate", rows=ckpt.rows if ckpt else [], csv_path=csv_path)
     dev = resolve_device(device or spec.device)

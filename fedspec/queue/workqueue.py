@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.config import safe_item_id, unportable
+from fedspec.config import safe_item_id, spec_changes, unportable
 from fedspec.errors import QueueError, RootError
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -79,7 +79,7 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: st
     for item in extra:
         if item.id in by_id:
             if by_id[item.id].spec != item.spec:
-                changes = _spec_changes(by_id[item.id].spec, item.spec)
+                changes = spec_changes(by_id[item.id].spec, item.spec)
                 raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec ({changes})"
                                  + (f"; {advice}" if advice else ""))
             continue
@@ -87,13 +87,6 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: st
         merged.append(item)
         added.append(item.id)
     return merged, added
-
-
-def _spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
-    """``task 'digits' -> 'tweets-minilm', rounds 10 -> 20``: the first few fields that differ, the task first."""
-    keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
-    shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
-    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def merge_conflicted_copies(paths: RootPaths) -> list[str]:

@@ -58,6 +58,7 @@ def test_run_then_rerun_is_done_and_other_spec_is_refused(tmp_path: Path) -> Non
     assert again.returncode == 0 and "already done" in again.stdout
     other = run_cli(*args[:-2], "--rounds", "3", "--root", str(tmp_path))
     assert other.returncode != 0 and "different spec" in other.stderr and "Traceback" not in other.stderr
+    assert "different spec (rounds 2 -> 3)" in other.stderr  # which option changed, not two hashes
     assert csv.read_bytes() == before
 
 

@@ -99,6 +99,24 @@ def test_other_spec_is_refused(tmp_path: Path) -> None:
         load_checkpoint(tmp_path, "item", "h1-other")
 
 
+def test_other_spec_is_refused_naming_the_settings_that_differ(tmp_path: Path) -> None:
+    """The refusal gave two hashes, so a researcher who changed one option could not tell which (or how to go on)."""
+    spec = {"task": "digits", "rounds": 10, "lr": None, "clients": 10}
+    save_checkpoint(tmp_path, "item", "h1", sample(), spec=spec)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path, "item", "h2", {**spec, "rounds": 20, "lr": 0.01})
+    assert str(err.value) == (f"{tmp_path / NAME}: checkpoint of 'item' belongs to a different spec (lr None -> 0.01, rounds 10 -> 20); "
+                              "resume it with its own settings; for the new ones use another item name or --root, or move it away")
+    assert load_checkpoint(tmp_path, "item", "h1", spec).round == sample().round
+    save_checkpoint(tmp_path, "item", "h1", sample(), spec={**spec, "rounds": "9" * 100_000})  # hand-edited: still one short line
+    with pytest.raises(CheckpointError, match=r"rounds '9{38}… -> 10\)") as err:
+        load_checkpoint(tmp_path, "item", "h2", spec)
+    assert len(str(err.value)) < len(str(tmp_path)) + 250
+    save_checkpoint(tmp_path, "item", "h1", sample())  # a checkpoint without its settings (older fedspec): the hashes only
+    with pytest.raises(CheckpointError, match=r"different spec \(item 'item', spec h1; expected 'item', spec h2\)"):
+        load_checkpoint(tmp_path, "item", "h2", spec)
+
+
 def test_truncated_file_is_refused(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, "item", "h1", sample())
     f = tmp_path / NAME
