@@ -132,9 +132,11 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, 
     except OSError as err:
         raise CheckpointError(f"{where}: cannot read checkpoint ({err.strerror})") from None
     meta = parse_header(blob, where)
-    if meta.get("item_id") == item_id and meta.get("spec_hash") != spec_hash and isinstance(meta.get("spec"), dict) and spec:
+    mine = meta.get("spec")
+    changes = spec_changes(mine, spec) if isinstance(mine, dict) and spec and meta.get("item_id") == item_id else ""
+    if changes and meta.get("spec_hash") != spec_hash:  # (no changes: settings hashed another way; the hashes below)
         raise CheckpointError(
-            f"{where}: checkpoint of {item_id!r} belongs to a different spec ({spec_changes(meta['spec'], spec)}); "
+            f"{where}: checkpoint of {item_id!r} belongs to a different spec ({changes}); "
             "resume it with its own settings; for the new ones use another item name or --root, or move it away"
         )
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
