@@ -52,9 +52,12 @@ def unportable(name: str) -> str | None:
     return None
 
 
-def safe_item_id(item_id: str) -> bool:
-    """A name that stays inside the root (no separators, no ``..``) and means the same file on every machine."""
-    return bool(ITEM_ID_RE.match(item_id)) and ".." not in item_id and unportable(item_id) is None
+def item_id_problem(item_id: str) -> str | None:
+    """Why ``item_id`` cannot name an item's files, or None for a name that stays inside the root (no separators,
+    no ``..``), means nothing to sync clients and means the same file on every machine."""
+    if not ITEM_ID_RE.match(item_id) or ".." in item_id:
+        return "letters, digits, '.', '_', '-'; no '..'"
+    return unportable(item_id)
 
 
 class ExperimentSpec(BaseModel):
@@ -274,9 +277,7 @@ def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> Experime
 
 def check_item_id(item_id: str, where: str = "item id") -> str:
     """Refuse ids that could escape the root (``..``, separators), confuse sync clients, or that Windows cannot hold."""
-    if not ITEM_ID_RE.match(item_id) or ".." in item_id:
-        raise ConfigError(f"{where}: {item_id!r} is not a valid item id (letters, digits, '.', '_', '-'; no '..')")
-    why = unportable(item_id)
-    if why:
-        raise ConfigError(f"{where}: {item_id!r} is not a valid item id ({why})")
+    problem = item_id_problem(item_id)
+    if problem:
+        raise ConfigError(f"{where}: {item_id!r} is not a valid item id ({problem})")
     return item_id

@@ -82,6 +82,8 @@ def writable_root(root: Path, create: bool = True) -> Path:
     if not root.is_dir() and not parent.is_dir():
         # A mistyped path or a share that is not there (~/Dropbox on a machine that syncs elsewhere) would
         # otherwise become a private folder tree that no other machine sees, trained into unnoticed.
+        if parent.exists():
+            raise RootError(f"{root}: {parent} is a file, not a folder")
         raise RootError(f"{root}: parent folder {parent} does not exist (a typo, or a shared folder not mounted?); "
                         "create it first to start a root there")
     try:

@@ -132,14 +132,15 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, 
     except OSError as err:
         raise CheckpointError(f"{where}: cannot read checkpoint ({err.strerror})") from None
     meta = parse_header(blob, where)
-    mine = meta.get("spec")
-    changes = spec_changes(mine, spec) if isinstance(mine, dict) and spec and meta.get("item_id") == item_id else ""
-    if changes and meta.get("spec_hash") != spec_hash:  # (no changes: settings hashed another way; the hashes below)
-        raise CheckpointError(
-            f"{where}: checkpoint of {item_id!r} belongs to a different spec ({changes}); "
-            "resume it with its own settings; for the new ones use another item name or --root, or move it away"
-        )
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
+        recorded = meta.get("spec")  # the settings behind its hash (none in an older fedspec's checkpoint)
+        same_item = meta.get("item_id") == item_id and isinstance(recorded, dict) and spec
+        changes = spec_changes(recorded, spec) if same_item else ""
+        if changes:  # (none: the same settings hashed another way; the hashes then)
+            raise CheckpointError(
+                f"{where}: checkpoint of {item_id!r} belongs to a different spec ({changes}); "
+                "resume it with its own settings; for the new ones use another item name or --root, or move it away"
+            )
         raise CheckpointError(
             f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "
             f"expected {item_id!r}, spec {spec_hash}); move it away or use another --root"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.config import safe_item_id, spec_changes, unportable
+from fedspec.config import item_id_problem, spec_changes
 from fedspec.errors import QueueError, RootError
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -40,9 +40,9 @@ def _parse(data: Any, where: Path) -> list[QueueItem]:
     for n, raw in enumerate(data["items"]):
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not isinstance(raw.get("spec"), dict):
             raise QueueError(f"{where}: items[{n}] is not an item with an id and a spec")
-        if not safe_item_id(raw["id"]):
-            why = unportable(raw["id"])
-            raise QueueError(f"{where}: items[{n}]: id {raw['id']!r} is not a safe file name" + (f" ({why})" if why else ""))
+        problem = item_id_problem(raw["id"])
+        if problem:
+            raise QueueError(f"{where}: items[{n}]: id {raw['id']!r} is not a safe file name ({problem})")
         items.append(QueueItem(raw["id"], raw["spec"], int(raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS))))
     return items
 

@@ -107,6 +107,11 @@ def test_a_root_whose_parent_is_missing_is_refused_not_made(tmp_path: Path, comm
         f"error: {root}: parent folder {root.parent} does not exist (a typo, or a shared folder not mounted?); "
         "create it first to start a root there"]
     assert list(tmp_path.iterdir()) == []
+    root.parent.write_text("keep me")  # a file where the parent folder should be: said so, not "does not exist"
+    res = subprocess.run(fedspec_cmd(*command, "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"error: {root}: {root.parent} is a file, not a folder"]
+    assert root.parent.read_text() == "keep me"
+    root.parent.unlink()
     root.parent.mkdir()
     res = subprocess.run(fedspec_cmd(*command, "--root", str(root), "--max-items" if command[0] == "worker" else "--clients",
                                      "0" if command[0] == "worker" else "2"), capture_output=True, text=True, timeout=120)

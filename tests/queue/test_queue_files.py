@@ -472,3 +472,16 @@ def test_with_wait_a_queue_file_that_times_out_is_waited_for_past_the_retry_limi
         Worker(paths, "w2", job, WorkerSettings()).run()
     assert str(caught.value) == (f"{paths.queue_file}: {strerror} (file server not answering): reconnect the folder, then "
                                  "start the worker again (with --wait it waits for the folder instead)")
+
+
+@pytest.mark.parametrize("bad, why", [("../x", "letters, digits, '.', '_', '-'; no '..'"), ("aux", "a device name on Windows"),
+                                      ("alpha0.", "Windows drops a name's final '.'")])
+def test_a_hand_edited_unsafe_item_id_is_refused_saying_why(tmp_path: Path, bad: str, why: str) -> None:
+    paths = RootPaths(tmp_path)
+    add_items(paths, [QueueItem("a", SPEC)])
+    data = json.loads(paths.queue_file.read_text())
+    data["items"][0]["id"] = bad
+    paths.queue_file.write_text(json.dumps(data))
+    with pytest.raises(QueueError) as err:
+        load_queue(paths)
+    assert str(err.value) == f"{paths.queue_file}: items[0]: id {bad!r} is not a safe file name ({why})"
