@@ -22,7 +22,10 @@ def plots(
 ) -> None:
     """Write accuracy/gap/rank curves, accuracy vs alpha, communication vs accuracy, label splits, summary.csv/.md.
 
-    Items still running are included from their checkpoints and marked (partial).
+    Items still running are included from their checkpoints and marked (partial);
+    items of the queue with no rounds yet (pending, or failed before one) are
+    counted in a note and under summary.md, so a table drawn mid-grid does not
+    read as the whole grid.
     """
     fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]

@@ -2,34 +2,56 @@
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedspec.atomic import write_text
-from fedspec.errors import FedspecError
+from fedspec.errors import FedspecError, RootError
 from fedspec.plots.data import load_results, summarize, summary_markdown
 from fedspec.plots.figures import FIGURES, label_distribution, style
+from fedspec.queue.status import STATES, ItemStatus, classify
+from fedspec.queue.store import RootPaths
+from fedspec.queue.workqueue import load_queue
 
 
 class NoResults(FedspecError):
     """Nothing to plot yet."""
 
 
-def _partitions(root: Path, data) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+def _queue(root: Path, notes: list[str]) -> tuple[dict[str, dict[str, Any]], list[ItemStatus]]:
+    """Each queue item's spec and state; none where the root has no queue (results copied elsewhere) or it cannot be read (noted)."""
+    paths = RootPaths(root)
+    try:
+        items = load_queue(paths)
+        report = classify(paths, items, with_progress=False)
+    except RootError:
+        return {}, []
+    except (FedspecError, OSError) as err:
+        notes.append(f"queue not read ({err}): items with no rounds yet are not listed, label splits use default settings")
+        return {}, []
+    return {i.id: i.spec for i in items}, report.items
+
+
+def _not_shown(items: list[ItemStatus], data) -> str | None:
+    """One line on the queue's items that have no rounds in ``data``: a table without them is not the whole grid."""
+    shown = set(data["item"])
+    missing = [i for i in items if i.id not in shown]
+    if not missing:
+        return None
+    count = Counter(i.state for i in missing)
+    states = ", ".join(f"{count[s]} {s}" for s in STATES if count[s])
+    return f"{len(missing)} of {len(items)} items of the queue have no rounds yet and are not shown ({states}; see `fedspec status`)"
+
+
+def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Client label splits of every Dirichlet/IID setting, from the engine's own partition code."""
     from fedspec.fl.partition import partition
     from fedspec.fl.splits import train_labels
 
     out: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
-    queue = root / "distributed_work" / "work_queue.json"
-    specs = {}
-    try:
-        for item in json.loads(queue.read_text()).get("items", []):
-            specs[item["id"]] = item["spec"]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        pass
     fed = data[data["method"] != "centralized"].drop_duplicates("setting").sort_values(["partition", "alpha"])
     for _, row in fed.iterrows():
         spec = specs.get(row["item"], {})
@@ -48,6 +70,8 @@ def make_plots(root: Path, out: Path, formats: list[str]) -> tuple[list[Path], l
     data, notes = load_results(root)
     if data.empty:
         raise NoResults(f"{root / 'paper_results'}: no results yet (run `fedspec worker` first)")
+    specs, items = _queue(root, notes)
+    missing = _not_shown(items, data)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with style():
@@ -57,7 +81,7 @@ def make_plots(root: Path, out: Path, formats: list[str]) -> tuple[list[Path], l
                 draw(data, path)
                 written.append(path)
         try:
-            parts = _partitions(root, data)
+            parts = _partitions(data, specs)
         except FedspecError as err:
             parts = {}
             notes.append(f"label distribution skipped: {err}")
@@ -70,6 +94,8 @@ def make_plots(root: Path, out: Path, formats: list[str]) -> tuple[list[Path], l
             notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
     summary = summarize(data)
     write_text(out / "summary.csv", summary.to_csv(index=False))
-    write_text(out / "summary.md", summary_markdown(summary))
+    write_text(out / "summary.md", summary_markdown(summary) + (f"\n{missing}.\n" if missing else ""))
+    if missing:
+        notes.append(missing)
     written += [out / "summary.csv", out / "summary.md"]
     return written, notes

@@ -86,6 +86,32 @@ def test_plots_command_writes_every_figure_and_table(root: Path) -> None:
     assert pd.read_csv(out / "summary.csv").shape[0] == 4
 
 
+def test_queue_items_with_no_rounds_are_named_as_missing_not_silently_left_out(root: Path) -> None:
+    """A table drawn mid-grid, or with an item failed before its first round, must not read as the whole grid."""
+    queue_file = root / "distributed_work" / "work_queue.json"
+    queue = json.loads(queue_file.read_text())
+    spec = {"task": "digits", "clients": 5, "min_client_size": 10, "rounds": 3}
+    queue["items"] += [{"id": "fedavg_dirichlet_alpha0.1_seed1", "spec": spec},
+                       {"id": "fedavg_dirichlet_alpha1.0_seed1", "spec": spec},
+                       {"id": "fedspec_dirichlet_alpha1.0_seed1", "spec": spec, "max_attempts": 0}]  # attempts used up: failed
+    queue_file.write_text(json.dumps(queue))
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    line = "3 of 8 items of the queue have no rounds yet and are not shown (2 pending, 1 failed; see `fedspec status`)"
+    assert line in " ".join(res.stderr.split())
+    assert (root / "plots" / "summary.md").read_text().endswith(f"\n{line}.\n")
+
+    queue["items"] = queue["items"][:5]  # every item has rows: nothing to say
+    queue_file.write_text(json.dumps(queue))
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "not shown" not in res.stderr, res.stderr
+    assert "not shown" not in (root / "plots" / "summary.md").read_text()
+
+    queue_file.write_text("{torn")  # a torn queue: the figures still come, with a note why the list is missing
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "queue not read" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_plots_import_no_torch(root: Path) -> None:
     code = ("import sys; from fedspec.plots.make import make_plots; from pathlib import Path; "
             f"make_plots(Path({str(root)!r}), Path({str(root / 'p')!r}), ['png']); print('torch' in sys.modules)")
