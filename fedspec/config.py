@@ -7,6 +7,7 @@ whose message is one line naming the file, the field and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -179,12 +180,36 @@ class GridFile(BaseModel):
     experiment: dict[str, Any] = Field(default_factory=dict)
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
+# What a key of [experiment] is called in [grid], where it is swept.
+GRID_KEYS = {"task": "task", "method": "methods", "partition": "partitions", "alpha": "alphas", "seed": "seeds"}
+# Names other tools (Flower, Hugging Face) give some settings, which spelling alone would not suggest.
+KNOWN_AS = {"learning_rate": "lr", "num_clients": "clients", "num_rounds": "rounds", "epochs": "local_epochs"}
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """Where a key that its table does not know belongs, or the known key it is a misspelling of."""
+    for part in loc[:-1]:  # down to the table that holds the key
+        field = model.model_fields.get(str(part))
+        table = field.annotation if field is not None else None
+        if not (isinstance(table, type) and issubclass(table, BaseModel)):
+            return ""
+        model = table
+    key = str(loc[-1])
+    if model is GridSection and key in ExperimentSpec.model_fields and key not in GRID_KEYS:
+        return "; it belongs under [experiment]"
+    if model is ExperimentSpec and key in GridSection.model_fields:
+        return "; it belongs under [grid]"
+    guess = KNOWN_AS.get(key) if model is ExperimentSpec else None
+    guess = guess or next(iter(difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.7)), None)
+    return f"; did you mean {guess!r}?" if guess else ""
+
+
+def _format_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _unknown_key_hint(model, tuple(first["loc"]))
     elif first["type"] == "literal_error":
         ctx = first.get("ctx", {})
         msg = f"got {first.get('input')!r}, allowed: {ctx.get('expected', '')}"
@@ -202,7 +227,7 @@ def make_spec(where: str = "command line", **values: Any) -> ExperimentSpec:
     try:
         return ExperimentSpec(**values)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, where)) from None
+        raise ConfigError(_format_validation_error(err, where, ExperimentSpec)) from None
 
 
 class GridItem(BaseModel):
@@ -237,7 +262,7 @@ def load_grid(path: Path | str) -> list[GridItem]:
     try:
         grid_file = GridFile(**raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, where)) from None
+        raise ConfigError(_format_validation_error(err, where, GridFile)) from None
     return expand_grid(grid_file, where)
 
 
@@ -245,9 +270,10 @@ def expand_grid(grid_file: GridFile, where: str = "grid") -> list[GridItem]:
     """Expand methods × partitions × alphas × seeds (+ centralized per seed) into items."""
     g = grid_file.grid
     shared = dict(grid_file.experiment)
-    for key in ("task", "method", "partition", "alpha", "seed"):
+    for key, swept in GRID_KEYS.items():
         if key in shared:
-            raise ConfigError(f"{where}: experiment.{key}: set it in [grid] instead")
+            value = shared[key] if key == "task" else [shared[key]]
+            raise ConfigError(f"{where}: experiment.{key}: set it in [grid] instead, as {swept} = {json.dumps(value, default=str)}")
     many_seeds = len(g.seeds) > 1
     items: list[GridItem] = []
     for seed, method, partition in itertools.product(g.seeds, g.methods, g.partitions):
@@ -267,7 +293,7 @@ def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> Experime
     try:
         return ExperimentSpec(**shared, **values)
     except ValidationError as err:
-        msg = _format_validation_error(err, where)
+        msg = _format_validation_error(err, where, ExperimentSpec)
         # Shared settings live under [experiment]; say so in the location.
         first_loc = str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else ""
         if first_loc in shared:
