@@ -28,7 +28,7 @@ def retry(
     queue = load_queue(paths)
     if not items and not failed:
         raise ConfigError("retry: name the items to put back, or pass --failed")
-    named = [find_item(queue, i).id for i in (items or [])]
+    named = [find_item(queue, i, paths.queue_file).id for i in (items or [])]
     states = {s.id: s.state for s in classify(paths, queue, with_progress=False).items}
     for item_id in named:
         if states[item_id] == "done":  # its CSV is the accepted result: a retry record would change nothing

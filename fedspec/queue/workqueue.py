@@ -6,6 +6,7 @@ copies made by sync clients are merged as a union of items.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,11 +137,13 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
     return added
 
 
-def find_item(items: list[QueueItem], item_id: str) -> QueueItem:
+def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the queue") -> QueueItem:
+    """The item named ``item_id``; a name not there is a QueueError that offers the nearest id."""
     for item in items:
         if item.id == item_id:
             return item
-    raise QueueError(f"no item {item_id!r} in the queue")
+    close = difflib.get_close_matches(item_id, [i.id for i in items], n=1, cutoff=0.7)
+    raise QueueError(f"{where}: no item {item_id!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 __all__ = ["QueueItem", "add_items", "find_item", "load_queue", "merge_conflicted_copies"]

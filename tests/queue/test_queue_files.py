@@ -125,6 +125,16 @@ def test_retry_of_a_done_item_changes_nothing_and_says_how_to_rerun_it(tmp_path:
     assert list((paths.claims / "b").glob("retry.*"))
 
 
+def test_retry_of_an_id_not_in_the_queue_names_the_queue_and_the_nearest_id(tmp_path: Path) -> None:
+    paths = make_root(tmp_path, ("fedavg_dirichlet_alpha0.5", "centralized"))
+    for typed, hint in (("fedavg_dirichlet_alpha05", "; did you mean 'fedavg_dirichlet_alpha0.5'?"),
+                        ("centralised", "; did you mean 'centralized'?"), ("zzz", "")):
+        res = subprocess.run(fedspec_cmd("retry", typed, "--root", str(tmp_path)), capture_output=True, text=True)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert " ".join(res.stderr.split()) == f"error: {paths.queue_file}: no item {typed!r}{hint}"
+    assert not paths.claims.exists() or not list(paths.claims.glob("*/retry.*"))  # nothing written
+
+
 def test_lease_is_stale_only_after_ttl_on_the_observers_clock(tmp_path: Path) -> None:
     now = [100.0]
     obs = LeaseObserver(ttl=30, clock=lambda: now[0])
