@@ -204,10 +204,13 @@ def _unknown_key_hint(model: type[BaseModel], loc: tuple[int | str, ...]) -> str
     return f"; did you mean {guess!r}?" if guess else ""
 
 
+COMMAND_LINE = "command line"
+
+
 def _format_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    parts = [str(p) for p in first["loc"]]
+    msg = first["msg"].removeprefix("Value error, ")  # a validator's own sentence says it all
     if first["type"] == "extra_forbidden":
         msg = "unknown key" + _unknown_key_hint(model, tuple(first["loc"]))
     elif first["type"] == "literal_error":
@@ -218,11 +221,13 @@ def _format_validation_error(err: ValidationError, where: str, model: type[BaseM
         if not isinstance(given, (dict, list)) and given is not None:
             msg = f"{msg} (got {given!r})"
     more = len(err.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {loc}: {msg}{suffix}"
+    msg += f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if where == COMMAND_LINE:  # `fedspec run`: the option, as typed
+        return f"--{parts[0].replace('_', '-')}: {msg}" if parts else msg
+    return f"{where}: {'.'.join(parts)}: {msg}" if parts else f"{where}: {msg}"
 
 
-def make_spec(where: str = "command line", **values: Any) -> ExperimentSpec:
+def make_spec(where: str = COMMAND_LINE, **values: Any) -> ExperimentSpec:
     """Build an :class:`ExperimentSpec`, turning validation errors into one-line ConfigErrors."""
     try:
         return ExperimentSpec(**values)
@@ -298,6 +303,8 @@ def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> Experime
         first_loc = str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else ""
         if first_loc in shared:
             msg = msg.replace(f"{where}: {first_loc}", f"{where}: experiment.{first_loc}", 1)
+        elif not first_loc:  # a check across settings (max_rank >= rank): those come from [experiment]
+            msg = msg.replace(f"{where}: ", f"{where}: experiment: ", 1)
         raise ConfigError(msg) from None
 
 

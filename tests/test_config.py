@@ -56,7 +56,7 @@ def test_spec_hash_ignores_device_only() -> None:
         ('[grids]\n', "grids: unknown key"),
         ('[experiment]\nrounds=0\n', "experiment.rounds: Input should be greater than or equal to 1"),
         ('[experiment]\nround=3\n', "experiment.round: unknown key"),
-        ('[experiment]\nrank=8\nmax_rank=4\n', "max_rank (4) must be >= rank (8)"),
+        ('[experiment]\nrank=8\nmax_rank=4\n', "experiment: max_rank (4) must be >= rank (8)"),
         ('[experiment]\nmethod="fedavg"\n', "experiment.method: set it in [grid] instead, as methods = [\"fedavg\"]"),
         ('[experiment]\nalpha=0.1\n', "experiment.alpha: set it in [grid] instead, as alphas = [0.1]"),
         ('[experiment]\nseed=1979-05-27\n', "experiment.seed: set it in [grid] instead, as seeds = [\"1979-05-27\"]"),
@@ -67,7 +67,7 @@ def test_spec_hash_ignores_device_only() -> None:
         ('[experiment]\nround=3\n', "experiment.round: unknown key; did you mean 'rounds'?"),
         ('[experiment]\nlearning_rate=0.1\n', "experiment.learning_rate: unknown key; did you mean 'lr'?"),
         ('[experimnt]\n', "experimnt: unknown key; did you mean 'experiment'?"),
-        ('[grid]\nalphas=[-1]\n', "every alpha must be > 0"),
+        ('[grid]\nalphas=[-1]\n', "grid: every alpha must be > 0"),
         ("[grid\n", "not valid TOML"),
     ],
 )

@@ -26,6 +26,10 @@ GRID = str(REPO / "experiments" / "quick.toml")
         (["status", "--watch", "-1"], "'--watch'"),
         (["status", "extra"], "unexpected extra argument"),
         (["run", "--rounds", "abc"], "'--rounds'"),
+        # fedspec's own checks of run's settings name the option as typed, not the spec's field
+        (["run", "--task", "mnist"], "error: --task: got 'mnist', allowed: 'digits', 'tweets-minilm' or 'sst2-bert'"),
+        (["run", "--client-fraction", "2"], "error: --client-fraction: Input should be less than or equal to 1 (got 2.0)"),
+        (["run", "--rank", "8", "--max-rank", "4"], "error: max_rank (4) must be >= rank (8)"),
     ],
 )
 def test_bad_option_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], expected: str) -> None:
