@@ -169,5 +169,24 @@ def worker(
     if code == 0 and w.unavailable and set(w.outcomes) == {LEFT_TO_OTHERS}:
         code = 1  # nothing this machine can run: say so in the exit code too
     out.print(f"worker {worker_name}: {tally}" + ("" if code in (0, 1) else f"; stopped (exit {code})"))
+    if code == 0 and w.final is not None:
+        for line in next_steps(w.final.counts, paths.root):
+            console.print(escape(line), highlight=False)
     if code:
         raise typer.Exit(code)
+
+
+def next_steps(counts: dict[str, int], root: Path) -> list[str]:
+    """What to do once a worker has nothing left to claim: draw the figures, follow the peers, or put failures back."""
+    where = f'"{root}"' if " " in str(root) else str(root)  # pasteable in a POSIX shell and in cmd.exe alike
+    total = sum(counts.values())
+    lines = []
+    if counts["failed"]:
+        lines.append(f"{counts['failed']} of {total} items failed: `fedspec status --root {where}` says why, "
+                     f"`fedspec retry --failed --root {where}` puts them back")
+    if counts["running"]:
+        lines.append(f"{counts['running']} of {total} items are still running elsewhere: `fedspec status --root {where}` "
+                     "follows them (a worker started with --wait stays to take over any that stall)")
+    if counts["done"] == total:
+        lines.append(f"the queue is done ({total} of {total} items): `fedspec plots --root {where}` draws the figures")
+    return lines

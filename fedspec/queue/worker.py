@@ -89,6 +89,7 @@ class Worker:
         self.heartbeat = Heartbeat(paths, name, settings.heartbeat, {"lease_ttl": settings.lease_ttl, **(info or {})})
         self.stop_signal: int | None = None
         self.outcomes: Counter[str] = Counter()  # done, failed, released, … per item run
+        self.final: StatusReport | None = None  # the queue as this worker last saw it, once nothing is left for it
         self._warned: set[str] = set()
         self._queue_errors = 0
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
@@ -194,6 +195,7 @@ class Worker:
             return False
         pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
         if not self.settings.wait or pending_here + report.counts["running"] == 0:
+            self.final = report
             return True
         if self.events.on_idle:
             self.events.on_idle(report)

@@ -169,6 +169,32 @@ def beat(paths: RootPaths, name: str, age: float, **fields) -> None:
     os.utime(path, (time.time() - age, time.time() - age))
 
 
+def test_a_worker_with_nothing_left_says_what_comes_next(tmp_path: Path) -> None:
+    """Failed items and peers' items are named with the command to use; a finished queue points to the figures."""
+    paths = RootPaths(tmp_path)
+    spec = {**SPEC, "rounds": 1, "clients": 2, "min_client_size": 5}
+    add_items(paths, [QueueItem("a", spec), QueueItem("b", spec, max_attempts=0), QueueItem("c", spec)])  # b: attempts used up
+    try_claim(paths, "c", 0, "peer", settle_s=0.0)
+    beat(paths, "peer", 0, state="running", item="c")  # a live peer holds c
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "me", "--settle", "0"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "worker me: 1 done" in res.stdout, res.stderr
+    said = " ".join(res.stderr.split())
+    assert (f"1 of 3 items failed: `fedspec status --root {tmp_path}` says why, "
+            f"`fedspec retry --failed --root {tmp_path}` puts them back") in said
+    assert (f"1 of 3 items are still running elsewhere: `fedspec status --root {tmp_path}` follows them "
+            "(a worker started with --wait stays to take over any that stall)") in said
+    assert "the queue is done" not in said
+
+    for item in ("b", "c"):
+        paths.result_csv(item).write_text("round\n1\n")
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "me", "--settle", "0"),
+                         capture_output=True, text=True, timeout=120)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 0 and f"the queue is done (3 of 3 items): `fedspec plots --root {tmp_path}` draws the figures" in said
+    assert "failed" not in said and "elsewhere" not in said
+
+
 def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> None:
     paths = make_root(tmp_path, ("a", "b", "c"))  # 3 pending items of 2 rounds: 6 rounds left
     beat(paths, "mac", 5, state="running", sec_per_round=1.0)
