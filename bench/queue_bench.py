@@ -32,7 +32,7 @@ from fedspec.queue.claims import try_claim  # noqa: E402
 from fedspec.queue.heartbeat import LeaseObserver  # noqa: E402
 from fedspec.queue.status import classify  # noqa: E402
 from fedspec.queue.store import RootPaths  # noqa: E402
-from fedspec.queue.worker import claim_order  # noqa: E402
+from fedspec.queue.worker import PLACEHOLDER_SCAN_S, claim_order  # noqa: E402
 from fedspec.queue.workqueue import QueueItem, add_items, load_queue  # noqa: E402
 
 
@@ -41,9 +41,12 @@ def child(root: Path, name: str, out: Path) -> None:
     items = load_queue(paths)
     observer = LeaseObserver(ttl=3600)
     won, lat = [], []
+    next_walk = 0.0
     while True:
         t0 = time.perf_counter()
-        report = classify(paths, items, observer, name, with_progress=False)
+        walk = t0 >= next_walk  # the root is walked for iCloud placeholders once a minute, as the worker does
+        next_walk = t0 + PLACEHOLDER_SCAN_S if walk else next_walk
+        report = classify(paths, items, observer, name, with_progress=False, scan_placeholders=walk)
         pending = [s for s in report.items if s.state == "pending"]
         if not pending:
             break

@@ -58,6 +58,18 @@ def item_folder(paths: RootPaths, item_id: str) -> Path:
     return paths.claims / item_id
 
 
+def items_with_records(paths: RootPaths) -> set[str]:
+    """The items that have a claims folder, in one listing: a scan then reads only those folders.
+
+    An item never claimed has none, and a queue of hundreds of pending items
+    cost one failing listing each in every worker's scan before each claim.
+    """
+    try:
+        return set(os.listdir(paths.claims))
+    except FileNotFoundError:
+        return set()
+
+
 def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
     """Parse every record of an item; unknown files are listed, never trusted."""
     folder = item_folder(paths, item_id)
@@ -67,7 +79,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
     retry_gen = 0
     foreign = []
     try:
-        names = sorted(p.name for p in folder.iterdir())
+        names = sorted(os.listdir(folder))
     except FileNotFoundError:
         return ItemClaims()
     for name in names:

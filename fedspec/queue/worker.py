@@ -48,6 +48,7 @@ def claim_order(statuses: list, name: str) -> list:
 
 
 LEFT_TO_OTHERS = "left to other machines"  # the outcome of an item whose task this machine cannot load
+PLACEHOLDER_SCAN_S = 60.0  # how often a worker walks the root for iCloud placeholders (its warnings are said once anyway)
 
 
 class StopRequested(Exception):
@@ -92,6 +93,7 @@ class Worker:
         self.final: StatusReport | None = None  # the queue as this worker last saw it, once nothing is left for it
         self._warned: set[str] = set()
         self._queue_errors = 0
+        self._next_placeholder_scan = 0.0
         self._not_synced: dict[str, float] = {}  # item -> monotonic time before which it is skipped
         self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
         self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
@@ -137,6 +139,14 @@ class Worker:
             self.events.on_warning(line)
         else:
             log.warning(line)
+
+    def _placeholder_scan_due(self) -> bool:
+        """True at the first scan of the queue and then once a minute: walking the whole root before every claim cost more than the claim."""
+        now = time.monotonic()
+        if now < self._next_placeholder_scan:
+            return False
+        self._next_placeholder_scan = now + PLACEHOLDER_SCAN_S
+        return True
 
     def _exit_code(self) -> int:
         return 130 if self.stop_signal == signal.SIGINT else 143
@@ -187,7 +197,7 @@ class Worker:
             self._tell(f"the shared folder is reachable again (after {time.monotonic() - self._unreachable_since:.0f}s)")
             self._unreachable_since = None
         report = classify(self.paths, items, self.observer, self.name, with_progress=False,
-                          grace=max(self.settings.settle, 2 * self.settings.heartbeat))
+                          grace=max(self.settings.settle, 2 * self.settings.heartbeat), scan_placeholders=self._placeholder_scan_due())
         for line in report.warnings:
             if "stale" not in line:
                 self._warn(line)

@@ -84,6 +84,20 @@ def test_icloud_placeholder_is_reported_not_parsed(tmp_path: Path) -> None:
     (paths.heartbeats / ".w1.json.icloud").write_bytes(b"bplist00 binary")
     report = classify(paths, load_queue(paths))
     assert any("iCloud placeholder" in w for w in report.warnings)
+    deep = paths.claims / "a" / ".g00001.w1.claim.json.icloud"  # found however deep it lies
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"bplist00")
+    said = [w for w in classify(paths, load_queue(paths)).warnings if "iCloud placeholder" in w]
+    assert said == ["iCloud placeholder not downloaded: distributed_work/claims/a/.g00001.w1.claim.json.icloud",
+                    "iCloud placeholder not downloaded: distributed_work/heartbeats/.w1.json.icloud"]
+    # A worker's scan before each claim leaves the walk out (it is the costliest part of a claim) ...
+    assert not any("iCloud" in w for w in classify(paths, load_queue(paths), scan_placeholders=False).warnings)
+    # ... but its first scan walks, so a worker still says so at once.
+    for item in ("a", "b"):
+        paths.result_csv(item).parent.mkdir(exist_ok=True)
+        paths.result_csv(item).write_text("round\n1\n")
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "me"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "iCloud placeholder not downloaded: distributed_work/claims/a/" in res.stderr, res.stderr
 
 
 def test_claim_without_a_working_lock_falls_back_to_settle_protocol(tmp_path: Path, monkeypatch) -> None:
