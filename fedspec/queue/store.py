@@ -136,7 +136,9 @@ def placeholders(folder: Path) -> list[Path]:
 # filelock's default 50 ms gave claim p50 19-23 ms but p99 385-516 ms (an
 # unlucky waiter misses the lock for many polls); 20 ms gave p99 270-312 ms but
 # p50 41-43 ms (waiters burn the CPUs the holder needs); 30 ms: p50 29-44 ms,
-# p99 261-391 ms.
+# p99 261-391 ms.  Since a worker's scan no longer walks the root before each
+# claim (2 runs each): 10 ms: p50 18-19, p99 182-348 ms; 20 ms: 25-26 / 285-371;
+# 30 ms: 8-10 / 313-349 (5 runs); 50 ms: 6-7 / 411-514.
 POLL_S = 0.03
 
 
