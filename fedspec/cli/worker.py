@@ -187,6 +187,6 @@ def next_steps(counts: dict[str, int], root: Path) -> list[str]:
     if counts["running"]:
         lines.append(f"{counts['running']} of {total} items are still running elsewhere: `fedspec status --root {where}` "
                      "follows them (a worker started with --wait stays to take over any that stall)")
-    if counts["done"] == total:
+    if counts["done"] == total > 0:
         lines.append(f"the queue is done ({total} of {total} items): `fedspec plots --root {where}` draws the figures")
     return lines

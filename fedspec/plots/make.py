@@ -26,7 +26,7 @@ def _queue(root: Path, notes: list[str]) -> tuple[dict[str, dict[str, Any]], lis
     paths = RootPaths(root)
     try:
         items = load_queue(paths)
-        report = classify(paths, items, with_progress=False)
+        report = classify(paths, items, with_progress=False, scan_placeholders=False)  # only the states are used
     except RootError:
         return {}, []
     except (FedspecError, OSError) as err:
