@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
 
 from fedspec.cli.common import console, folder_root, out
-from fedspec.errors import ConfigError
-from fedspec.queue.store import PLOTS
+from fedspec.errors import ConfigError, FedspecError, RootError
+from fedspec.queue.status import classify
+from fedspec.queue.store import PLOTS, RootPaths
+from fedspec.queue.workqueue import load_queue
 
 ALLOWED = ("png", "pdf", "svg")
 
@@ -34,8 +36,26 @@ def plots(
     root = folder_root(root)
     from fedspec.plots.make import make_plots
 
-    written, notes = make_plots(root, out_dir or root / PLOTS, fmts)
-    for note in notes:
+    specs, states, notes = _queue(root)
+    written, more = make_plots(root, out_dir or root / PLOTS, fmts, specs, states)
+    for note in notes + more:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     for path in written:
         out.print(escape(str(path)))
+
+
+def _queue(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], list[str]]:
+    """Each queue item's spec and state, for the label splits and the items not drawn yet; none without a queue.
+
+    A root without a queue (results copied elsewhere) plots all the same; an
+    unreadable queue is said in a note.
+    """
+    paths = RootPaths(root)
+    try:
+        items = load_queue(paths)
+        report = classify(paths, items, with_progress=False, scan_placeholders=False)  # only the states are used
+    except RootError:
+        return {}, {}, []
+    except (FedspecError, OSError) as err:
+        return {}, {}, [f"queue not read ({err}): items with no rounds yet are not listed, label splits use default settings"]
+    return {i.id: i.spec for i in items}, {s.id: s.state for s in report.items}, []

@@ -9,41 +9,23 @@ from typing import Any
 import numpy as np
 
 from fedspec.atomic import write_text
-from fedspec.errors import FedspecError, RootError
+from fedspec.errors import FedspecError
 from fedspec.plots.data import load_results, summarize, summary_markdown
 from fedspec.plots.figures import FIGURES, label_distribution, style
-from fedspec.queue.status import STATES, ItemStatus, classify
-from fedspec.queue.store import RootPaths
-from fedspec.queue.workqueue import load_queue
 
 
 class NoResults(FedspecError):
     """Nothing to plot yet."""
 
 
-def _queue(root: Path, notes: list[str]) -> tuple[dict[str, dict[str, Any]], list[ItemStatus]]:
-    """Each queue item's spec and state; none where the root has no queue (results copied elsewhere) or it cannot be read (noted)."""
-    paths = RootPaths(root)
-    try:
-        items = load_queue(paths)
-        report = classify(paths, items, with_progress=False, scan_placeholders=False)  # only the states are used
-    except RootError:
-        return {}, []
-    except (FedspecError, OSError) as err:
-        notes.append(f"queue not read ({err}): items with no rounds yet are not listed, label splits use default settings")
-        return {}, []
-    return {i.id: i.spec for i in items}, report.items
-
-
-def _not_shown(items: list[ItemStatus], data) -> str | None:
+def _not_shown(states: dict[str, str], data) -> str | None:
     """One line on the queue's items that have no rounds in ``data``: a table without them is not the whole grid."""
     shown = set(data["item"])
-    missing = [i for i in items if i.id not in shown]
+    missing = [state for item, state in states.items() if item not in shown]
     if not missing:
         return None
-    count = Counter(i.state for i in missing)
-    states = ", ".join(f"{count[s]} {s}" for s in STATES if count[s])
-    return f"{len(missing)} of {len(items)} items of the queue have no rounds yet and are not shown ({states}; see `fedspec status`)"
+    listed = ", ".join(f"{n} {state}" for state, n in Counter(missing).most_common())
+    return f"{len(missing)} of {len(states)} items of the queue have no rounds yet and are not shown ({listed}; see `fedspec status`)"
 
 
 def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
@@ -65,13 +47,24 @@ def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[
     return out
 
 
-def make_plots(root: Path, out: Path, formats: list[str]) -> tuple[list[Path], list[str]]:
-    """Render everything; returns (files written, notes about skipped inputs)."""
+def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[str, Any]] | None = None,
+               states: dict[str, str] | None = None) -> tuple[list[Path], list[str]]:
+    """Render everything; returns (files written, notes about skipped inputs).
+
+    Parameters
+    ----------
+    specs
+        Each queue item's spec, for the clients and sizes of its label split
+        (without it, the split is redrawn from the CSV's client counts).
+    states
+        Each queue item's state (pending, running, done, failed): items with
+        no rounds yet are counted in a note and under summary.md.
+    """
     data, notes = load_results(root)
     if data.empty:
         raise NoResults(f"{root / 'paper_results'}: no results yet (run `fedspec worker` first)")
-    specs, items = _queue(root, notes)
-    missing = _not_shown(items, data)
+    specs = specs or {}
+    missing = _not_shown(states or {}, data)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with style():

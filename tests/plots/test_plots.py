@@ -119,6 +119,17 @@ def test_plots_import_no_torch(root: Path) -> None:
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
 
 
+def test_plots_reads_files_only_the_cli_brings_the_queue(root: Path) -> None:
+    """plots/ imports neither torch nor queue/ (STYLE.md): the command passes the queue's specs and states in."""
+    code = ("import sys; from fedspec.plots.make import make_plots; from pathlib import Path; "
+            f"make_plots(Path({str(root)!r}), Path({str(root / 'p')!r}), ['png'], states={{'x': 'pending'}}); "
+            "print(sorted(m for m in sys.modules if m.startswith('fedspec.queue')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+    assert (root / "p" / "summary.md").read_text().endswith("1 of 1 items of the queue have no rounds yet and are not shown "
+                                                            "(1 pending; see `fedspec status`).\n")
+
+
 def test_no_results_is_one_line_and_non_zero(tmp_path: Path) -> None:
     res = subprocess.run(fedspec_cmd("plots", "--root", str(tmp_path)), capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "no results yet" in res.stderr and "Traceback" not in res.stderr
