@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started as a background job of a script (`bash .ci/run &`) inherits SIGINT ignored, and so
+# would every fedspec it starts: the tests that stop a worker or `status --watch` with Ctrl-C would
+# wait for their timeout.  A handler here is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
