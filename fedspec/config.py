@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Collection, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -199,17 +199,31 @@ def _unknown_key_hint(model: type[BaseModel], loc: tuple[int | str, ...]) -> str
         return "; it belongs under [experiment]"
     if model is ExperimentSpec and key in GridSection.model_fields:
         return "; it belongs under [grid]"
-    guess = KNOWN_AS.get(key) if model is ExperimentSpec else None
-    guess = guess or next(iter(difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.7)), None)
-    return f"; did you mean {guess!r}?" if guess else ""
+    if model is ExperimentSpec and key in KNOWN_AS:
+        return f"; did you mean {KNOWN_AS[key]!r}?"
+    return did_you_mean(key, model.model_fields)
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the known name closest to a mistyped ``word``, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 COMMAND_LINE = "command line"
 
 
-def _format_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+def _format_validation_error(err: ValidationError, where: str, model: type[BaseModel], table: str = "",
+                             in_table: Collection[str] = ()) -> str:
+    """One line for the first problem of ``err``, located in ``where``.
+
+    ``table`` names the TOML table that the keys ``in_table`` (and checks
+    across settings) come from, for a model built from several tables.
+    """
     first = err.errors()[0]
     parts = [str(p) for p in first["loc"]]
+    if table and (not parts or parts[0] in in_table):
+        parts.insert(0, table)
     msg = first["msg"].removeprefix("Value error, ")  # a validator's own sentence says it all
     if first["type"] == "extra_forbidden":
         msg = "unknown key" + _unknown_key_hint(model, tuple(first["loc"]))
@@ -298,14 +312,8 @@ def _spec_in_grid(where: str, shared: dict[str, Any], **values: Any) -> Experime
     try:
         return ExperimentSpec(**shared, **values)
     except ValidationError as err:
-        msg = _format_validation_error(err, where, ExperimentSpec)
-        # Shared settings live under [experiment]; say so in the location.
-        first_loc = str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else ""
-        if first_loc in shared:
-            msg = msg.replace(f"{where}: {first_loc}", f"{where}: experiment.{first_loc}", 1)
-        elif not first_loc:  # a check across settings (max_rank >= rank): those come from [experiment]
-            msg = msg.replace(f"{where}: ", f"{where}: experiment: ", 1)
-        raise ConfigError(msg) from None
+        # Shared settings, and so checks across them (max_rank >= rank), come from [experiment]; the rest from [grid].
+        raise ConfigError(_format_validation_error(err, where, ExperimentSpec, "experiment", shared)) from None
 
 
 def check_item_id(item_id: str, where: str = "item id") -> str:

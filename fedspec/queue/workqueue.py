@@ -6,14 +6,13 @@ copies made by sync clients are merged as a union of items.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.config import item_id_problem, spec_changes
+from fedspec.config import did_you_mean, item_id_problem, spec_changes
 from fedspec.errors import QueueError, RootError
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -142,8 +141,7 @@ def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the que
     for item in items:
         if item.id == item_id:
             return item
-    close = difflib.get_close_matches(item_id, [i.id for i in items], n=1, cutoff=0.7)
-    raise QueueError(f"{where}: no item {item_id!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    raise QueueError(f"{where}: no item {item_id!r}{did_you_mean(item_id, (i.id for i in items))}")
 
 
 __all__ = ["QueueItem", "add_items", "find_item", "load_queue", "merge_conflicted_copies"]
