@@ -12,8 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
-from fedspec.config import check_item_id, make_spec
-from fedspec.errors import StorageError, folder_failure
+from fedspec.config import ExperimentSpec, check_item_id, make_spec, spec_changes
+from fedspec.errors import ConfigError, StorageError, folder_failure
+from fedspec.queue.store import RootPaths
+from fedspec.queue.workqueue import load_queue
 
 
 class Terminated(BaseException):
@@ -77,6 +79,20 @@ class RunDisplay:
             console.print(escape(round_line(self.item_id, self.rounds, row)), highlight=False)
 
 
+def _refuse_a_queued_name(paths: RootPaths, item_id: str, spec: ExperimentSpec) -> None:
+    """Refuse to train under the name of a queue item of other settings: a worker would count this run's CSV as that item's."""
+    if not paths.queue_file.exists():
+        return
+    queued = next((i for i in load_queue(paths) if i.id == item_id), None)
+    if queued is None:
+        return
+    theirs = make_spec(f"{paths.queue_file} item {item_id}", **queued.spec).hashed_fields()
+    if theirs != spec.hashed_fields():
+        raise ConfigError(f"{paths.queue_file}: item {item_id!r} is queued with other settings "
+                          f"({spec_changes(theirs, spec.hashed_fields())}), and a worker would take this run's result "
+                          "for that item's: pass another --name, or another --root")
+
+
 def run(
     task: str = typer.Option("digits", help="digits (offline, seconds), tweets-minilm (offline text), sst2-bert (paper)."),
     method: str = typer.Option("fedspec", help="fedavg, fedspec, or centralized (pooled-data baseline)."),
@@ -111,6 +127,8 @@ def run(
     Writes ROOT/paper_results/NAME.csv (one row per round) and keeps the last
     round in ROOT/checkpoints_distributed/NAME/.  A finished item is not run
     again: delete its CSV and its checkpoint folder to redo it from round 1.
+    In a root with a queue, NAME may be a queued item's only with its settings
+    (a worker would count the CSV as that item's result).
     Ctrl-C or SIGTERM stops at once and says which round is checkpointed; only
     the round in flight is lost (exit 130/143).
     """
@@ -124,6 +142,7 @@ def run(
     )
     item_id = check_item_id(name or spec.item_id(), "--name")
     root = writable_root(root)
+    _refuse_a_queued_name(RootPaths(root), item_id, spec)
 
     from fedspec.fl.loop import checkpoint_dir, run_experiment  # torch is imported only when training
 

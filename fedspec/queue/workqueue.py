@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.config import did_you_mean, item_id_problem, spec_changes
-from fedspec.errors import QueueError, RootError
+from fedspec.checkpoint_file import read_header
+from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, spec_changes
+from fedspec.errors import CheckpointError, QueueError, RootError
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,10 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
     Raises
     ------
     QueueError
-        An existing item with the same id has a different spec, or the queue
-        file is unreadable (it is then left untouched).
+        An existing item with the same id has a different spec, a new item's
+        name already has a checkpoint or result of other settings in the root
+        (:func:`leftover_of_other_settings`), or the queue file is unreadable
+        (it is then left untouched).
     """
     paths.make()
     with QueueLock(paths.lock_file):
@@ -131,9 +134,56 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
         else:
             items = []
         merged, added = _merge(items, new, source, "item names leave such settings out, so give this grid its own --root")
+        _refuse_leftovers(paths, [i for i in new if i.id in set(added)], source)
         if added or not paths.queue_file.exists():
             write_json(paths.queue_file, _serialize(merged))
     return added
+
+
+def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
+    """What the root already holds under ``item``'s name from other settings, e.g. ``a checkpoint and result (rounds 20 -> 10)``; None if nothing.
+
+    ``fedspec run`` keeps its checkpoint and CSV under names such as
+    ``fedspec_dirichlet_alpha0.5``, the names a grid's items get too; a worker
+    counts an item whose CSV exists as done, so a grid added on top would take
+    that run's result (another number of rounds, of clients …) for its own.
+    The checkpoint's header records the settings; a CSV without one is judged
+    by its number of rounds.  A checkpoint that cannot be read is left to the
+    worker that loads it, which says why.
+    """
+    csv = paths.result_csv(item.id)
+    try:
+        header = read_header(paths.checkpoint_folder(item.id))
+    except CheckpointError:
+        header = None
+    spec = ExperimentSpec.model_validate(item.spec)
+    if header is not None:
+        if header.get("spec_hash") == spec.spec_hash():
+            return None
+        recorded = header.get("spec")
+        changes = spec_changes(recorded, spec.hashed_fields()) if isinstance(recorded, dict) else ""
+        what = "a checkpoint and result" if csv.exists() else "a checkpoint"
+        return f"{what} of other settings ({changes or 'spec ' + str(header.get('spec_hash'))})"
+    if not csv.exists():
+        return None
+    try:
+        with open(csv, encoding="utf-8") as fh:
+            rounds = sum(1 for line in fh if line.strip()) - 1  # the header line
+    except (OSError, UnicodeDecodeError):
+        return None  # unreadable: plots says so; a worker only checks that it exists
+    return None if rounds == spec.rounds else f"a result of {rounds} round(s) (the grid's item has {spec.rounds})"
+
+
+def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> None:
+    found = [(item, problem) for item in new if (problem := leftover_of_other_settings(paths, item))]
+    if not found:
+        return
+    item, problem = found[0]
+    more = f" (and {len(found) - 1} more item(s))" if len(found) > 1 else ""
+    ckpt, csv = paths.checkpoint_folder(item.id), paths.result_csv(item.id)
+    move = " and ".join(str(p.relative_to(paths.root)) for p in (ckpt, csv) if p.exists())
+    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{more}, e.g. from `fedspec run`; "
+                     f"a worker would take that for this grid's result: move {move} away, or give this grid its own --root")
 
 
 def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the queue") -> QueueItem:

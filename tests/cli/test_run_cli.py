@@ -181,3 +181,35 @@ def test_a_run_piped_to_a_log_says_each_round_as_it_ends_and_a_terminal_gets_a_b
     assert proc.wait(timeout=60) == 0
     screen = b"".join(chunks).decode(errors="replace")
     assert "━" in screen and "3/3" in screen and " round 1/3 " not in screen, screen[-1000:]
+
+
+def test_a_run_and_a_grid_under_one_name_must_agree_on_settings(tmp_path: Path) -> None:
+    """`fedspec run`'s default names are a grid's item names: a worker counts an item whose CSV exists as done."""
+    grid = str(Path(__file__).resolve().parents[2] / "experiments" / "quick.toml")
+    ran = run_cli("run", "--method", "fedavg", "--rounds", "2", "--clients", "3", "--root", str(tmp_path))
+    assert ran.returncode == 0, ran.stderr
+    added = run_cli("worker", "--grid", grid, "--max-items", "0", "--root", str(tmp_path))
+    assert added.returncode == 2 and "Traceback" not in added.stderr
+    assert added.stderr.splitlines() == [
+        f"error: {grid}: item 'fedavg_dirichlet_alpha0.5' already has a checkpoint and result of other settings "
+        f"(clients 3 -> 5, rounds 2 -> 10) in {tmp_path}, e.g. from `fedspec run`; a worker would take that for this grid's "
+        "result: move checkpoints_distributed/fedavg_dirichlet_alpha0.5 and paper_results/fedavg_dirichlet_alpha0.5.csv "
+        "away, or give this grid its own --root"]
+    assert not (tmp_path / "distributed_work" / "work_queue.json").exists()
+
+    # The other way round: the grid first, then a run of other settings under one of its items' names.
+    (tmp_path / "paper_results").rename(tmp_path / "runs")
+    (tmp_path / "checkpoints_distributed").rename(tmp_path / "runs_checkpoints")
+    assert run_cli("worker", "--grid", grid, "--max-items", "0", "--root", str(tmp_path)).returncode == 0
+    again = run_cli("run", "--method", "fedavg", "--rounds", "2", "--clients", "3", "--root", str(tmp_path))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.splitlines() == [
+        f"error: {tmp_path}/distributed_work/work_queue.json: item 'fedavg_dirichlet_alpha0.5' is queued with other "
+        "settings (clients 5 -> 3, rounds 10 -> 2), and a worker would take this run's result for that item's: pass another "
+        "--name, or another --root"]
+    assert not list((tmp_path / "paper_results").iterdir()) and not list((tmp_path / "checkpoints_distributed").iterdir())
+    # Under another name, or with the item's own settings, it runs.
+    other = run_cli("run", "--method", "fedavg", "--rounds", "2", "--clients", "3", "--name", "trial", "--root", str(tmp_path))
+    assert other.returncode == 0, other.stderr
+    own = run_cli("run", "--method", "fedavg", "--rounds", "10", "--clients", "5", "--root", str(tmp_path))
+    assert own.returncode == 0 and (tmp_path / "paper_results" / "fedavg_dirichlet_alpha0.5.csv").exists(), own.stderr

@@ -535,3 +535,45 @@ def test_a_hand_edited_unsafe_item_id_is_refused_saying_why(tmp_path: Path, bad:
     with pytest.raises(QueueError) as err:
         load_queue(paths)
     assert str(err.value) == f"{paths.queue_file}: items[0]: id {bad!r} is not a safe file name ({why})"
+
+
+def test_a_grid_over_leftovers_of_other_settings_is_refused(tmp_path: Path) -> None:
+    """`fedspec run` leaves a checkpoint and CSV under a name a grid's item gets too; a worker would count that CSV as done."""
+    import torch
+
+    from fedspec.config import ExperimentSpec
+    from fedspec.fl.checkpoint import Checkpoint, save_checkpoint
+    from fedspec.results import write_results
+
+    paths = RootPaths(tmp_path)
+    ran = ExperimentSpec.model_validate({**SPEC, "rounds": 3, "clients": 5})  # what `fedspec run` trained
+    rows = [{"round": r, "test_accuracy": 0.5} for r in (1, 2, 3)]
+    save_checkpoint(paths.checkpoint_folder("a"), "a", ran.spec_hash(), Checkpoint(3, {"w": torch.zeros(2)}, {}, 16, rows),
+                    ran.hashed_fields())
+    write_results(paths.result_csv("a"), rows)
+    with pytest.raises(QueueError) as err:
+        add_items(paths, [QueueItem("a", SPEC), QueueItem("b", SPEC)], source="g.toml")
+    assert str(err.value) == (
+        f"g.toml: item 'a' already has a checkpoint and result of other settings (clients 5 -> 10, rounds 3 -> 2) in "
+        f"{tmp_path}, e.g. from `fedspec run`; a worker would take that for this grid's result: move "
+        f"checkpoints_distributed{os.sep}a and paper_results{os.sep}a.csv away, or give this grid its own --root")
+    assert not paths.queue_file.exists()
+
+    # A CSV without its checkpoint is judged by its number of rounds.
+    paths.checkpoint_folder("a").rename(tmp_path / "moved")
+    with pytest.raises(QueueError, match=r"item 'a' already has a result of 3 round\(s\) \(the grid's item has 2\)"):
+        add_items(paths, [QueueItem("a", SPEC)], source="g.toml")
+    write_results(paths.result_csv("a"), rows[:2])
+    assert add_items(paths, [QueueItem("a", SPEC)]) == ["a"]
+
+    # The same settings (a grid added again after its queue file was lost) and an unreadable checkpoint are let through;
+    # an item already in the queue is not looked at again.
+    same = ExperimentSpec.model_validate(SPEC)
+    save_checkpoint(paths.checkpoint_folder("b"), "b", same.spec_hash(), Checkpoint(2, {"w": torch.zeros(2)}, {}, 16, rows[:2]),
+                    same.hashed_fields())
+    write_results(paths.result_csv("b"), rows[:2])
+    paths.checkpoint_folder("c").mkdir()
+    (paths.checkpoint_folder("c") / "checkpoint.safetensors").write_bytes(b"torn")
+    assert add_items(paths, [QueueItem(i, SPEC) for i in "abc"]) == ["b", "c"]
+    write_results(paths.result_csv("a"), rows)
+    assert add_items(paths, [QueueItem("a", SPEC)]) == []
