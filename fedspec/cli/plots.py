@@ -27,7 +27,9 @@ def plots(
     Items still running are included from their checkpoints and marked (partial);
     items of the queue with no rounds yet (pending, or failed before one) are
     counted in a note and under summary.md, so a table drawn mid-grid does not
-    read as the whole grid.
+    read as the whole grid; so are several results of one method, setting and
+    seed (a trial run's CSV beside the grid's), which the means average as if
+    they were different seeds.
     """
     fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]

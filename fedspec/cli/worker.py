@@ -17,7 +17,7 @@ from fedspec.config import load_grid
 from fedspec.queue.identity import check_worker_name, default_worker_name
 from fedspec.queue.store import RootPaths
 from fedspec.queue.worker import LEFT_TO_OTHERS, StopRequested, Worker, WorkerEvents, WorkerSettings
-from fedspec.queue.workqueue import QueueItem, add_items, load_queue
+from fedspec.queue.workqueue import QueueItem, add_items, load_queue, same_spec_elsewhere
 
 # Sync clients that propagate files with unbounded delay and ignore locks across machines.
 SYNC_FOLDER_HINTS = re.compile(r"dropbox|mobile documents|clouddocs|icloud|google ?drive|cloudstorage|onedrive", re.I)
@@ -85,9 +85,14 @@ def worker(
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
     paths = RootPaths(writable_root(root, create=grid is not None))  # joining a queue: never an empty root in its place
     if grid is not None:
-        items = load_grid(grid)
-        added = add_items(paths, [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in items], source=str(grid))
-        out.print(escape(f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"))
+        items = [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in load_grid(grid)]
+        same = same_spec_elsewhere(load_queue(paths), items) if paths.queue_file.exists() else {}
+        added = add_items(paths, [i for i in items if i.id not in same], source=str(grid))
+        line = f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"
+        if same:
+            new_id, old_id = next(iter(same.items()))
+            line += f" ({len(same)} of them under another name, e.g. {new_id} as {old_id})"
+        out.print(escape(line))
     else:
         load_queue(paths)  # a clear error if this is not a fedspec root
     if max_items == 0:  # only the grid: no heartbeat either, or status would list a worker that never ran

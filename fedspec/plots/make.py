@@ -28,6 +28,23 @@ def _not_shown(states: dict[str, str], data) -> str | None:
     return f"{len(missing)} of {len(states)} items of the queue have no rounds yet and are not shown ({listed}; see `fedspec status`)"
 
 
+def _repeated_seeds(data) -> list[str]:
+    """One line per method and setting with several results of one seed: the curves and the summary average them as seeds.
+
+    Two queue items never share a spec, but a CSV of another run (``fedspec
+    run --name trial``, a copied result) lands in the same group as the
+    grid's item of its method, setting and seed.
+    """
+    items = data.drop_duplicates("item")
+    lines = []
+    for (method, setting, seed), group in items.groupby(["method", "setting", "seed"], dropna=False, sort=True):
+        if len(group) > 1:
+            seed_text = f"{seed:g}" if isinstance(seed, float) and seed == seed else str(seed)
+            lines.append(f"{method} {setting}, seed {seed_text}: {len(group)} results ({', '.join(sorted(group['item']))}) are "
+                         "averaged as if of different seeds; move all but one out of paper_results")
+    return lines
+
+
 def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Client label splits of every Dirichlet/IID setting, from the engine's own partition code."""
     from fedspec.fl.partition import partition
@@ -86,9 +103,9 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
         elif not any("label distribution" in n for n in notes):
             notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
     summary = summarize(data)
+    below = [line for line in (missing, *_repeated_seeds(data)) if line]
     write_text(out / "summary.csv", summary.to_csv(index=False))
-    write_text(out / "summary.md", summary_markdown(summary) + (f"\n{missing}.\n" if missing else ""))
-    if missing:
-        notes.append(missing)
+    write_text(out / "summary.md", summary_markdown(summary) + "".join(f"\n{line}.\n" for line in below))
+    notes += below
     written += [out / "summary.csv", out / "summary.md"]
     return written, notes

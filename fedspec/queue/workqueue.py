@@ -6,6 +6,7 @@ copies made by sync clients are merged as a union of items.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,13 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: st
     added = []
     for item in extra:
         if item.id in by_id:
-            if by_id[item.id].spec != item.spec:
-                changes = spec_changes(by_id[item.id].spec, item.spec)
-                raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec ({changes})"
-                                 + (f"; {advice}" if advice else ""))
+            old = by_id[item.id].spec
+            if old != item.spec:
+                if advice and {k for k in old.keys() | item.spec.keys() if old.get(k) != item.spec.get(k)} == {"seed"}:
+                    advice = (f"to add seeds to this root, list them all in one grid (seeds = [{old.get('seed')}, "
+                              f"{item.spec.get('seed')}]): the items already there keep their names and results")
+                raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec "
+                                 f"({spec_changes(old, item.spec)})" + (f"; {advice}" if advice else ""))
             continue
         by_id[item.id] = item
         merged.append(item)
@@ -140,6 +144,19 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
     return added
 
 
+def same_spec_elsewhere(existing: list[QueueItem], new: list[QueueItem]) -> dict[str, str]:
+    """``{new id: existing id}`` for the new items whose spec an item of another name already has.
+
+    A grid adds ``_seed42`` to its items' names only when it lists several
+    seeds, so a root's single-seed grid added again with more seeds names the
+    same experiments anew: they would run twice, and count twice among the
+    seeds of the figures.
+    """
+    ids = {i.id for i in existing}
+    by_spec = {json.dumps(i.spec, sort_keys=True): i.id for i in existing}
+    return {i.id: by_spec[key] for i in new if i.id not in ids and (key := json.dumps(i.spec, sort_keys=True)) in by_spec}
+
+
 def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
     """What the root already holds under ``item``'s name from other settings, e.g. ``a checkpoint and result (rounds 20 -> 10)``; None if nothing.
 
@@ -194,4 +211,5 @@ def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the que
     raise QueueError(f"{where}: no item {item_id!r}{did_you_mean(item_id, (i.id for i in items))}")
 
 
-__all__ = ["QueueItem", "add_items", "find_item", "load_queue", "merge_conflicted_copies"]
+__all__ = ["QueueItem", "add_items", "find_item", "leftover_of_other_settings", "load_queue", "merge_conflicted_copies",
+           "same_spec_elsewhere"]

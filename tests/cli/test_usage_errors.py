@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -131,3 +132,42 @@ def test_adding_a_grid_only_starts_no_worker(tmp_path: Path) -> None:
     assert res.stdout.startswith(f"queue {tmp_path / 'distributed_work' / 'work_queue.json'}: 7 new item(s)")
     heartbeats = tmp_path / "distributed_work" / "heartbeats"
     assert not heartbeats.exists() or list(heartbeats.iterdir()) == []
+
+
+def test_seeds_are_added_to_a_root_by_listing_them_all(tmp_path: Path) -> None:
+    """A grid names its items `_seed42` only with several seeds: quick.toml again with seeds 42 and 43 named
+    quick's seed-42 experiments anew, and each ran twice and counted twice among the seeds of the figures."""
+    queue = tmp_path / "distributed_work" / "work_queue.json"
+    text = Path(GRID).read_text()
+    assert "seeds = [42]" in text
+    (tmp_path / "s43.toml").write_text(text.replace("seeds = [42]", "seeds = [43]"))
+    (tmp_path / "both.toml").write_text(text.replace("seeds = [42]", "seeds = [42, 43]"))
+
+    def add(grid: str, root: Path = tmp_path) -> subprocess.CompletedProcess:
+        return subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", grid, "--max-items", "0"),
+                              capture_output=True, text=True, timeout=120)
+
+    assert add(GRID).returncode == 0
+    before = queue.read_bytes()
+    alone = add(str(tmp_path / "s43.toml"))
+    assert alone.returncode == 2 and alone.stderr.splitlines() == [
+        f"error: {tmp_path / 's43.toml'}: item 'fedavg_dirichlet_alpha0.1' is already in the queue with a different spec "
+        "(seed 42 -> 43); to add seeds to this root, list them all in one grid (seeds = [42, 43]): the items already "
+        "there keep their names and results"]
+    assert queue.read_bytes() == before
+    both = add(str(tmp_path / "both.toml"))
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.split(": ", 1)[1] == (
+        f"7 new item(s) from {tmp_path / 'both.toml'}, 7 already there (7 of them under another name, e.g. "
+        "fedavg_dirichlet_alpha0.1_seed42 as fedavg_dirichlet_alpha0.1)\n")
+    ids = [i["id"] for i in json.loads(queue.read_text())["items"]]
+    assert len(ids) == 14 and not any(i.endswith("_seed42") for i in ids) and sum(i.endswith("_seed43") for i in ids) == 7
+    again = add(GRID)
+    assert again.returncode == 0 and " 0 new item(s)" in again.stdout and len(json.loads(queue.read_text())["items"]) == 14
+    # The other order: quick.toml after the two-seed grid names nothing new.
+    other = tmp_path / "other"
+    assert add(str(tmp_path / "both.toml"), other).returncode == 0
+    late = add(GRID, other)
+    assert late.returncode == 0 and late.stdout.endswith(
+        "0 new item(s) from " + GRID + ", 7 already there (7 of them under another name, e.g. fedavg_dirichlet_alpha0.1 as "
+        "fedavg_dirichlet_alpha0.1_seed42)\n")

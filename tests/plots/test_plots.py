@@ -145,3 +145,18 @@ def test_status_imports_no_torch(tmp_path: Path) -> None:
             f"main(['status', '--root', {str(tmp_path)!r}]); print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.strip().endswith("False"), res.stdout + res.stderr
+
+
+def test_several_results_of_one_seed_are_named_not_averaged_silently(root: Path) -> None:
+    """A trial `fedspec run --name trial` of FedAvg at α 0.5, seed 1, joined the grid's item of that seed in every mean."""
+    from fedspec.plots.make import make_plots
+
+    _, notes = make_plots(root, root / "p", ["png"])
+    assert not any("as if of different seeds" in n for n in notes)
+    assert "as if of different seeds" not in (root / "p" / "summary.md").read_text()
+    (root / "paper_results" / "trial.csv").write_text(to_csv_text(rows("fedavg", 0.5, 1, [0.1, 0.1])))
+    _, notes = make_plots(root, root / "p", ["png"])
+    line = ("fedavg α = 0.5, seed 1: 2 results (fedavg_dirichlet_alpha0.5_seed1, trial) are averaged as if of different "
+            "seeds; move all but one out of paper_results")
+    assert line in notes
+    assert (root / "p" / "summary.md").read_text().endswith(f"\n{line}.\n")
