@@ -25,6 +25,11 @@ class RootError(FedspecError):
     """The root folder is missing, not a fedspec root, or not writable."""
 
 
+def no_such_root(root: Path) -> RootError:
+    """The error for a --root that is not there, for commands that only read one."""
+    return RootError(f"{root}: no such folder (a typo, or a shared folder not mounted?)")
+
+
 class CheckpointError(FedspecError):
     """A checkpoint is torn, foreign, or belongs to a different item spec."""
 

@@ -55,8 +55,8 @@ def round_line(item_id: str, rounds: int, row: dict) -> str:
 
 
 def folder_root(root: Path) -> Path:
-    """``root`` with ``~`` expanded; a file given as the root is one clear error, not a confusing one further on."""
-    root = Path(root).expanduser()
+    """``root`` with ``~`` expanded, made absolute (errors name the folder, not ``.``); a file given as the root is one clear error."""
+    root = Path(root).expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise RootError(f"{root}: --root must be a folder, not a file")
     return root

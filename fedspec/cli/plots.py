@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from fedspec.cli.common import console, folder_root, out
-from fedspec.errors import ConfigError, FedspecError, RootError
+from fedspec.errors import ConfigError, FedspecError, RootError, no_such_root
 from fedspec.queue.status import classify
 from fedspec.queue.store import PLOTS, RootPaths
 from fedspec.queue.workqueue import load_queue
@@ -36,6 +36,8 @@ def plots(
     if bad or not fmts:
         raise ConfigError(f"--format: {', '.join(bad) or '(none)'} not allowed; use {', '.join(ALLOWED)}")
     root = folder_root(root)
+    if not root.is_dir():
+        raise no_such_root(root)
     from fedspec.plots.make import make_plots
 
     specs, states, notes = _queue(root)

@@ -15,7 +15,7 @@ from typing import Any
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import read_header
 from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, spec_changes
-from fedspec.errors import CheckpointError, QueueError, RootError
+from fedspec.errors import CheckpointError, QueueError, RootError, no_such_root
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
         The queue file is empty, torn, a placeholder or not fedspec's.
     """
     data, problem = read_json(paths.queue_file, unreachable_raises=True)
+    if problem == "missing" and not paths.root.is_dir():
+        raise no_such_root(paths.root)
     if problem == "missing":
         raise RootError(
             f"{paths.root}: not a fedspec root (no {paths.queue_file.relative_to(paths.root)}); "

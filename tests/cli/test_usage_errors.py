@@ -171,3 +171,17 @@ def test_seeds_are_added_to_a_root_by_listing_them_all(tmp_path: Path) -> None:
     assert late.returncode == 0 and late.stdout.endswith(
         "0 new item(s) from " + GRID + ", 7 already there (7 of them under another name, e.g. fedavg_dirichlet_alpha0.1 as "
         "fedavg_dirichlet_alpha0.1_seed42)\n")
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--watch", "1"], ["retry", "--failed"], ["plots"]])
+def test_a_missing_root_is_named_as_missing_and_a_relative_one_in_full(tmp_path: Path, command: list[str]) -> None:
+    """`status` in a folder that is not there said "not a fedspec root … create the queue", and `plots` "no results
+    yet"; `--root .` was named "." in the error, which says nothing when the shell is elsewhere than thought."""
+    gone = tmp_path / "Dropbox" / "fedspec"
+    res = subprocess.run(fedspec_cmd(*command, "--root", str(gone)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.splitlines() == [f"error: {gone}: no such folder (a typo, or a shared folder not mounted?)"]
+    assert not gone.parent.exists()
+    if command[0] != "plots":
+        res = subprocess.run(fedspec_cmd(*command, "--root", "."), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path}: not a fedspec root"), res.stderr
