@@ -10,12 +10,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from fedspec.checkpoint_file import read_header
 from fedspec.errors import CheckpointError
 from fedspec.queue.claims import ItemClaims, items_with_records, read_claims
 from fedspec.queue.heartbeat import LeaseObserver, read_heartbeats
 from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders
-from fedspec.queue.workqueue import QueueItem, load_queue
+from fedspec.queue.workqueue import QueueItem, load_queue, other_settings
 
 STATES = ("pending", "running", "done", "failed")
 DEFAULT_TTL = 300.0  # for a heartbeat that does not say its lease TTL
@@ -82,12 +84,16 @@ class StatusReport:
         }
 
 
-def _progress(paths: RootPaths, item_id: str) -> tuple[int, float | None, list[float]]:
-    """(rounds committed, latest accuracy, round seconds) from the checkpoint's header, without torch."""
+def _header(paths: RootPaths, item_id: str) -> dict[str, Any] | None:
+    """The item's checkpoint header (without torch); None if there is none or it cannot be read."""
     try:
-        meta = read_header(paths.checkpoint_folder(item_id))
+        return read_header(paths.checkpoint_folder(item_id))
     except CheckpointError:  # torn, foreign or not downloaded: the worker that loads it reports why
-        return 0, None, []
+        return None
+
+
+def _progress(meta: dict[str, Any] | None) -> tuple[int, float | None, list[float]]:
+    """(rounds committed, latest accuracy, round seconds) from a checkpoint's header."""
     if meta is None:
         return 0, None, []
     rows = meta["rows"]
@@ -152,12 +158,17 @@ def classify(
         claims = read_claims(paths, item.id) if item.id in with_records else ItemClaims()
         if claims.foreign:
             warnings.append(f"{item.id}: foreign file(s) in its claims folder ignored: {', '.join(claims.foreign[:3])}")
-        rnd, acc, secs = _progress(paths, item.id) if with_progress else (0, None, [])
+        header = _header(paths, item.id) if with_progress else None
+        rnd, acc, secs = _progress(header)
         all_secs.extend(secs)
         st = ItemStatus(item.id, "pending", rnd, item.rounds, claims.holder, claims.attempts, claims.last_error,
                         claims.generation, acc, task=item.spec.get("task"))
         if item.id in result_files:
             st.state, st.round = "done", item.rounds
+            changes = _other_settings(header, item)
+            if changes:  # a `fedspec run` of its name before fedspec refused that: its CSV counts as this item's
+                warnings.append(f"{item.id}: done by a run of other settings ({changes}); move {paths.result_csv(item.id)} "
+                                f"and {paths.checkpoint_folder(item.id)} away, and a worker runs it with the queue's")
         elif claims.holder is not None and claims.ended is None:
             beat = beats.get(claims.holder, {})
             st.heartbeat_age = ages.get(claims.holder)
@@ -199,6 +210,15 @@ def classify(
     for ph in placeholders(paths.root) if scan_placeholders else []:
         warnings.append(f"iCloud placeholder not downloaded: {ph.relative_to(paths.root)}")
     return StatusReport(counts, statuses, workers, warnings, _eta(statuses, workers, all_secs) if with_progress else None)
+
+
+def _other_settings(header: dict[str, Any] | None, item: QueueItem) -> str | None:
+    if header is None:
+        return None
+    try:
+        return other_settings(header, item)
+    except ValidationError:  # a hand-edited spec: the worker that runs it says what is wrong
+        return None
 
 
 def _number(value: Any) -> float | None:

@@ -159,6 +159,16 @@ def same_spec_elsewhere(existing: list[QueueItem], new: list[QueueItem]) -> dict
     return {i.id: by_spec[key] for i in new if i.id not in ids and (key := json.dumps(i.spec, sort_keys=True)) in by_spec}
 
 
+def other_settings(header: dict[str, Any], item: QueueItem) -> str | None:
+    """How the settings of a checkpoint's ``header`` differ from ``item``'s (``rounds 20 -> 10``); None if they do not."""
+    spec = ExperimentSpec.model_validate(item.spec)
+    if header.get("spec_hash") == spec.spec_hash():
+        return None
+    recorded = header.get("spec")  # the settings behind the hash (none in an older fedspec's checkpoint)
+    changes = spec_changes(recorded, spec.hashed_fields()) if isinstance(recorded, dict) else ""
+    return changes or f"spec {header.get('spec_hash')} -> {spec.spec_hash()}"
+
+
 def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
     """What the root already holds under ``item``'s name from other settings, e.g. ``a checkpoint and result (rounds 20 -> 10)``; None if nothing.
 
@@ -175,14 +185,11 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
         header = read_header(paths.checkpoint_folder(item.id))
     except CheckpointError:
         header = None
-    spec = ExperimentSpec.model_validate(item.spec)
     if header is not None:
-        if header.get("spec_hash") == spec.spec_hash():
-            return None
-        recorded = header.get("spec")
-        changes = spec_changes(recorded, spec.hashed_fields()) if isinstance(recorded, dict) else ""
+        changes = other_settings(header, item)
         what = "a checkpoint and result" if csv.exists() else "a checkpoint"
-        return f"{what} of other settings ({changes or 'spec ' + str(header.get('spec_hash'))})"
+        return f"{what} of other settings ({changes})" if changes else None
+    spec = ExperimentSpec.model_validate(item.spec)
     if not csv.exists():
         return None
     try:

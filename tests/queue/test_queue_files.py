@@ -577,3 +577,26 @@ def test_a_grid_over_leftovers_of_other_settings_is_refused(tmp_path: Path) -> N
     assert add_items(paths, [QueueItem(i, SPEC) for i in "abc"]) == ["b", "c"]
     write_results(paths.result_csv("a"), rows)
     assert add_items(paths, [QueueItem("a", SPEC)]) == []
+
+
+def test_status_names_an_item_done_by_a_run_of_other_settings(tmp_path: Path) -> None:
+    """A root from before grids and runs were checked against each other (or a run whose first round came after the
+    grid): the run's CSV counts as the item's result; status says so instead of showing it done like any other."""
+    import torch
+
+    from fedspec.config import ExperimentSpec
+    from fedspec.fl.checkpoint import Checkpoint, save_checkpoint
+    from fedspec.results import write_results
+
+    paths = make_root(tmp_path, ids=("a", "b"))
+    rows = [{"round": r, "test_accuracy": 0.5} for r in (1, 2, 3)]
+    for item, spec in (("a", {**SPEC, "rounds": 3, "clients": 5}), ("b", SPEC)):
+        made = ExperimentSpec.model_validate(spec)
+        save_checkpoint(paths.checkpoint_folder(item), item, made.spec_hash(),
+                        Checkpoint(3, {"w": torch.zeros(2)}, {}, 16, rows[: made.rounds]), made.hashed_fields())
+        write_results(paths.result_csv(item), rows[: made.rounds])
+    report = classify(paths, load_queue(paths))
+    assert [s.state for s in report.items] == ["done", "done"]
+    assert report.warnings == [
+        f"a: done by a run of other settings (clients 5 -> 10, rounds 3 -> 2); move {paths.result_csv('a')} and "
+        f"{paths.checkpoint_folder('a')} away, and a worker runs it with the queue's"]
