@@ -140,7 +140,8 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
         else:
             items = []
         merged, added = _merge(items, new, source, "item names leave such settings out, so give this grid its own --root")
-        _refuse_leftovers(paths, [i for i in new if i.id in set(added)], source)
+        fresh = set(added)
+        _refuse_leftovers(paths, [i for i in new if i.id in fresh], source)
         if added or not paths.queue_file.exists():
             write_json(paths.queue_file, _serialize(merged))
     return added
@@ -189,7 +190,6 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
         changes = other_settings(header, item)
         what = "a checkpoint and result" if csv.exists() else "a checkpoint"
         return f"{what} of other settings ({changes})" if changes else None
-    spec = ExperimentSpec.model_validate(item.spec)
     if not csv.exists():
         return None
     try:
@@ -197,7 +197,8 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
             rounds = sum(1 for line in fh if line.strip()) - 1  # the header line
     except (OSError, UnicodeDecodeError):
         return None  # unreadable: plots says so; a worker only checks that it exists
-    return None if rounds == spec.rounds else f"a result of {rounds} round(s) (the grid's item has {spec.rounds})"
+    expected = ExperimentSpec.model_validate(item.spec).rounds
+    return None if rounds == expected else f"a result of {rounds} round(s) (the grid's item has {expected})"
 
 
 def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> None:
