@@ -12,6 +12,9 @@ from fedspec.checkpoint_file import read_header
 from fedspec.errors import CheckpointError
 from fedspec.results import COLUMNS
 
+# The columns the figures and tables read: a CSV without one of them is not drawn (a KeyError deep in pandas otherwise).
+PLOTTED = ("round", "task", "method", "partition", "alpha", "seed", "test_accuracy", "frobenius_gap", "rank",
+           "uplink_bytes", "downlink_bytes")
 # Sync clients' duplicates ("x (Host's conflicted copy ...).csv", "x 2.csv") are not results.
 _CONFLICT = re.compile(r"( \(.*\)| \d+)$")
 
@@ -30,7 +33,7 @@ def load_results(root: Path) -> tuple[pd.DataFrame, list[str]]:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             skipped.append(f"{path.name}: unreadable ({type(err).__name__})")
             continue
-        missing = [c for c in ("round", "method", "test_accuracy") if c not in df.columns]
+        missing = [c for c in PLOTTED if c not in df.columns]
         if missing:
             skipped.append(f"{path.name}: not a fedspec results file (no {', '.join(missing)})")
             continue

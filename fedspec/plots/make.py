@@ -79,7 +79,8 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
     """
     data, notes = load_results(root)
     if data.empty:
-        raise NoResults(f"{root / 'paper_results'}: no results yet (run `fedspec worker` first)")
+        skipped = f" ({notes[0]}{f' and {len(notes) - 1} more' if len(notes) > 1 else ''})" if notes else ""
+        raise NoResults(f"{root / 'paper_results'}: no results yet{skipped} (run `fedspec worker` first)")
     specs = specs or {}
     missing = _not_shown(states or {}, data)
     out.mkdir(parents=True, exist_ok=True)

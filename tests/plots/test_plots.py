@@ -160,3 +160,18 @@ def test_several_results_of_one_seed_are_named_not_averaged_silently(root: Path)
             "seeds; move all but one out of paper_results")
     assert line in notes
     assert (root / "p" / "summary.md").read_text().endswith(f"\n{line}.\n")
+
+
+def test_a_csv_without_the_plotted_columns_is_skipped_not_a_traceback(root: Path, tmp_path: Path) -> None:
+    """A CSV with round, method and test_accuracy but no alpha passed the check and ended in KeyError: 'alpha'."""
+    alone = tmp_path / "alone"
+    (alone / "paper_results").mkdir(parents=True)
+    (alone / "paper_results" / "x.csv").write_text("round,method,test_accuracy\n1,fedavg,0.5\n")
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(alone)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [
+        f"error: {alone / 'paper_results'}: no results yet (x.csv: not a fedspec results file (no task, partition, alpha, "
+        "seed, frobenius_gap, rank, uplink_bytes, downlink_bytes)) (run `fedspec worker` first)"]
+    (root / "paper_results" / "x.csv").write_text("round,method,test_accuracy\n1,fedavg,0.5\n")
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "x.csv: not a fedspec results file (no task, partition" in res.stderr, res.stderr
