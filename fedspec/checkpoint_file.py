@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedspec.config import spec_changes
 from fedspec.errors import CheckpointError, NotSyncedYet
 
 NAME = "checkpoint.safetensors"
@@ -71,6 +72,19 @@ def parse_header(blob: bytes, path: Path) -> dict[str, Any]:
         raise torn
     meta["rows"] = rows
     return meta
+
+
+def header_changes(meta: dict[str, Any], spec_hash: str, hashed: dict[str, Any] | None) -> str | None:
+    """How the settings a checkpoint's header records differ from ``hashed`` (``rounds 20 -> 10``).
+
+    None when the header is of the spec ``spec_hash``; an empty string where
+    there is nothing to compare (an older fedspec's header records no
+    settings, or the caller has none, or they are equal but hashed another way).
+    """
+    if meta.get("spec_hash") == spec_hash:
+        return None
+    recorded = meta.get("spec")  # the settings behind its hash
+    return spec_changes(recorded, hashed) if isinstance(recorded, dict) and hashed else ""
 
 
 def raise_if_pending(path: Path) -> None:

@@ -23,8 +23,7 @@ from safetensors.torch import save as save_tensors
 
 from fedspec import __version__
 from fedspec.atomic import make_folder, write_bytes
-from fedspec.checkpoint_file import FORMAT, NAME, parse_header, raise_if_pending
-from fedspec.config import spec_changes
+from fedspec.checkpoint_file import FORMAT, NAME, header_changes, parse_header, raise_if_pending
 from fedspec.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -133,9 +132,7 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, 
         raise CheckpointError(f"{where}: cannot read checkpoint ({err.strerror})") from None
     meta = parse_header(blob, where)
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
-        recorded = meta.get("spec")  # the settings behind its hash (none in an older fedspec's checkpoint)
-        same_item = meta.get("item_id") == item_id and isinstance(recorded, dict) and spec
-        changes = spec_changes(recorded, spec) if same_item else ""
+        changes = header_changes(meta, spec_hash, spec) if meta.get("item_id") == item_id else ""
         if changes:  # (none: the same settings hashed another way; the hashes then)
             raise CheckpointError(
                 f"{where}: checkpoint of {item_id!r} belongs to a different spec ({changes}); "

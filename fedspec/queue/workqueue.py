@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedspec.atomic import write_json
-from fedspec.checkpoint_file import read_header
+from fedspec.checkpoint_file import header_changes, read_header
 from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, spec_changes
 from fedspec.errors import CheckpointError, QueueError, RootError, no_such_root
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
@@ -163,11 +163,8 @@ def same_spec_elsewhere(existing: list[QueueItem], new: list[QueueItem]) -> dict
 def other_settings(header: dict[str, Any], item: QueueItem) -> str | None:
     """How the settings of a checkpoint's ``header`` differ from ``item``'s (``rounds 20 -> 10``); None if they do not."""
     spec = ExperimentSpec.model_validate(item.spec)
-    if header.get("spec_hash") == spec.spec_hash():
-        return None
-    recorded = header.get("spec")  # the settings behind the hash (none in an older fedspec's checkpoint)
-    changes = spec_changes(recorded, spec.hashed_fields()) if isinstance(recorded, dict) else ""
-    return changes or f"spec {header.get('spec_hash')} -> {spec.spec_hash()}"
+    changes = header_changes(header, spec.spec_hash(), spec.hashed_fields())
+    return None if changes is None else changes or f"spec {header.get('spec_hash')} -> {spec.spec_hash()}"
 
 
 def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
