@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import header_changes, read_header
@@ -76,7 +76,9 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     return _parse(data, paths.queue_file)
 
 
-def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: str = "") -> tuple[list[QueueItem], list[str]]:
+def _merge(base: list[QueueItem], extra: list[QueueItem], where: str,
+           advice: Callable[[dict[str, Any], dict[str, Any]], str] | None = None) -> tuple[list[QueueItem], list[str]]:
+    """The union of two item lists and the ids new in it; an id with two specs is a QueueError, with ``advice(old, new)``."""
     by_id = {i.id: i for i in base}
     merged = list(base)
     added = []
@@ -84,16 +86,22 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str, advice: st
         if item.id in by_id:
             old = by_id[item.id].spec
             if old != item.spec:
-                if advice and {k for k in old.keys() | item.spec.keys() if old.get(k) != item.spec.get(k)} == {"seed"}:
-                    advice = (f"to add seeds to this root, list them all in one grid (seeds = [{old.get('seed')}, "
-                              f"{item.spec.get('seed')}]): the items already there keep their names and results")
+                tip = f"; {advice(old, item.spec)}" if advice else ""
                 raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec "
-                                 f"({spec_changes(old, item.spec)})" + (f"; {advice}" if advice else ""))
+                                 f"({spec_changes(old, item.spec)}){tip}")
             continue
         by_id[item.id] = item
         merged.append(item)
         added.append(item.id)
     return merged, added
+
+
+def _grid_advice(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What to do when a grid's item has the name of a queued item of other settings."""
+    if {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)} == {"seed"}:  # a single-seed grid, another seed
+        return (f"to add seeds to this root, list them all in one grid (seeds = [{old.get('seed')}, {new.get('seed')}]): "
+                "the items already there keep their names and results")
+    return "item names leave such settings out, so give this grid its own --root"
 
 
 def merge_conflicted_copies(paths: RootPaths) -> list[str]:
@@ -139,7 +147,7 @@ def add_items(paths: RootPaths, new: list[QueueItem], source: str = "grid") -> l
             items = load_queue(paths)
         else:
             items = []
-        merged, added = _merge(items, new, source, "item names leave such settings out, so give this grid its own --root")
+        merged, added = _merge(items, new, source, _grid_advice)
         fresh = set(added)
         _refuse_leftovers(paths, [i for i in new if i.id in fresh], source)
         if added or not paths.queue_file.exists():
