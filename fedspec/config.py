@@ -278,6 +278,8 @@ def load_grid(path: Path | str) -> list[GridItem]:
         raise ConfigError(f"{where}: not a text file (expected TOML)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{where}: not valid TOML: {err}") from None
+    if not raw:  # not the defaults' grid: a file saved empty, or not yet synced down
+        raise ConfigError(f"{where}: the grid file is empty (expected a [grid] table, as in experiments/quick.toml)")
     try:
         grid_file = GridFile(**raw)
     except ValidationError as err:
@@ -293,6 +295,9 @@ def expand_grid(grid_file: GridFile, where: str = "grid") -> list[GridItem]:
         if key in shared:
             value = shared[key] if key == "task" else [shared[key]]
             raise ConfigError(f"{where}: experiment.{key}: set it in [grid] instead, as {swept} = {json.dumps(value, default=str)}")
+    if "device" in shared:  # a worker trains every item on its own --device, and an item may resume on another machine
+        raise ConfigError(f"{where}: experiment.device: a grid's items run on whichever machine claims them; "
+                          "pass --device to `fedspec worker` on each machine instead")
     many_seeds = len(g.seeds) > 1
     items: list[GridItem] = []
     for seed, method, partition in itertools.product(g.seeds, g.methods, g.partitions):

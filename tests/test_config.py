@@ -69,6 +69,11 @@ def test_spec_hash_ignores_device_only() -> None:
         ('[experimnt]\n', "experimnt: unknown key; did you mean 'experiment'?"),
         ('[grid]\nalphas=[-1]\n', "grid: every alpha must be > 0"),
         ("[grid\n", "not valid TOML"),
+        # An empty file (saved empty, or not synced down yet) is not the defaults' grid.
+        ("", "the grid file is empty"),
+        ("# to do\n", "the grid file is empty"),
+        # A worker trains on its own --device: a device in the grid was silently ignored.
+        ('[experiment]\ndevice="cuda"\n', "experiment.device: a grid's items run on whichever machine claims them; pass --device"),
     ],
 )
 def test_bad_grid_gives_one_line_naming_file_and_field(tmp_path: Path, text: str, expected: str) -> None:

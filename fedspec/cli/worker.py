@@ -12,8 +12,9 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
+from fedspec.cli.common import console, folder_root, out, round_line, setup_logging, writable_root
 from fedspec.config import load_grid
+from fedspec.fl.partition import check_splittable
 from fedspec.queue.identity import check_worker_name, default_worker_name
 from fedspec.queue.store import RootPaths
 from fedspec.queue.worker import LEFT_TO_OTHERS, StopRequested, Worker, WorkerEvents, WorkerSettings
@@ -52,6 +53,29 @@ class RoundBar:
             self.task = None
 
 
+def _add_grid(root: Path, grid: Path) -> RootPaths:
+    """Add the grid's new items to the root's queue (making the root if missing) and say how many; the root's paths.
+
+    Everything that can refuse the grid runs before anything is written, the
+    root folder included.
+    """
+    grid_items = load_grid(grid)
+    items = [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in grid_items]
+    there = RootPaths(folder_root(root))
+    queued = load_queue(there) if there.queue_file.exists() else []
+    same = same_spec_elsewhere(queued, items)
+    known = {i.id for i in queued} | set(same)
+    check_splittable(str(grid), [(i.id, i.spec) for i in grid_items if i.id not in known])
+    paths = RootPaths(writable_root(root))
+    added = add_items(paths, [i for i in items if i.id not in same], source=str(grid))
+    line = f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"
+    if same:
+        new_id, old_id = next(iter(same.items()))
+        line += f" ({len(same)} of them under another name, e.g. {new_id} as {old_id})"
+    out.print(escape(line))
+    return paths
+
+
 def worker(
     root: Path = typer.Option(Path("."), help="The shared folder (all machines point at the same one); with --grid created if missing, its parent must exist."),
     grid: Optional[Path] = typer.Option(None, help="Grid TOML to add to the queue first (idempotent); without it, join the queue that is there."),
@@ -83,17 +107,10 @@ def worker(
         from fedspec.errors import ConfigError
 
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
-    paths = RootPaths(writable_root(root, create=grid is not None))  # joining a queue: never an empty root in its place
     if grid is not None:
-        items = [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in load_grid(grid)]
-        same = same_spec_elsewhere(load_queue(paths), items) if paths.queue_file.exists() else {}
-        added = add_items(paths, [i for i in items if i.id not in same], source=str(grid))
-        line = f"queue {paths.queue_file}: {len(added)} new item(s) from {grid}, {len(items) - len(added)} already there"
-        if same:
-            new_id, old_id = next(iter(same.items()))
-            line += f" ({len(same)} of them under another name, e.g. {new_id} as {old_id})"
-        out.print(escape(line))
+        paths = _add_grid(root, grid)
     else:
+        paths = RootPaths(writable_root(root, create=False))  # joining a queue: never an empty root in its place
         load_queue(paths)  # a clear error if this is not a fedspec root
     if max_items == 0:  # only the grid: no heartbeat either, or status would list a worker that never ran
         return

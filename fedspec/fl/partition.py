@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterable
+
 import numpy as np
 
-from fedspec.errors import ConfigError
+from fedspec.errors import ConfigError, TaskError
+
+if TYPE_CHECKING:
+    from fedspec.config import ExperimentSpec
 
 MAX_DIRICHLET_TRIES = 1000
 
@@ -12,7 +17,7 @@ MAX_DIRICHLET_TRIES = 1000
 def iid_partition(num_samples: int, clients: int, seed: int) -> list[np.ndarray]:
     """Shuffle and deal the indices into ``clients`` near-equal parts."""
     if clients > num_samples:
-        raise ConfigError(f"clients: {clients} clients but only {num_samples} training samples")
+        raise ConfigError(f"clients: {clients} clients but only {num_samples} training samples; lower clients")
     perm = np.random.default_rng(seed).permutation(num_samples)
     return [np.sort(part) for part in np.array_split(perm, clients)]
 
@@ -31,7 +36,8 @@ def dirichlet_partition(labels: np.ndarray, clients: int, alpha: float, seed: in
     labels = np.asarray(labels)
     if clients * min_size > len(labels):
         raise ConfigError(
-            f"min_client_size: {clients} clients × {min_size} samples exceeds the {len(labels)} training samples"
+            f"min_client_size: {clients} clients × {min_size} samples exceeds the {len(labels)} training samples; "
+            "lower clients or min_client_size"
         )
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
@@ -58,3 +64,35 @@ def partition(labels: np.ndarray, scheme: str, clients: int, alpha: float, seed:
     if scheme == "dirichlet":
         return dirichlet_partition(labels, clients, alpha, seed, min_size)
     raise ConfigError(f"partition: {scheme!r} is not one of iid, dirichlet")
+
+
+def check_splittable(where: str, items: Iterable[tuple[str, ExperimentSpec]]) -> None:
+    """Refuse the first item whose clients its task's training data cannot supply, where the labels are known without loading the task (digits).
+
+    A worker would fail such an item on every attempt, and the grid, once
+    corrected, would be refused: its items' names would be queued with
+    other settings.
+
+    Raises
+    ------
+    ConfigError
+        ``<where>: item '<id>': <why>; <what to lower>``.
+    """
+    from fedspec.fl.splits import train_labels
+
+    labels: dict[tuple[str, int | None], np.ndarray | None] = {}
+    for item_id, spec in items:
+        if spec.method == "centralized":
+            continue
+        key = (spec.task, spec.max_train_samples)
+        if key not in labels:
+            try:
+                labels[key] = train_labels(*key)
+            except TaskError:  # not loadable here (no scikit-learn): the workers that can load it check it
+                labels[key] = None
+        if labels[key] is None:
+            continue
+        try:
+            partition(labels[key], spec.partition, spec.clients, spec.alpha, spec.seed, spec.min_client_size)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: item {item_id!r}: {err}") from None

@@ -173,6 +173,23 @@ def test_seeds_are_added_to_a_root_by_listing_them_all(tmp_path: Path) -> None:
         "fedavg_dirichlet_alpha0.1_seed42)\n")
 
 
+def test_a_grid_whose_clients_the_data_cannot_supply_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Such a grid was queued and each item failed three times; the grid, once corrected, was refused because its
+    items' names were queued with other settings, so the root had to be abandoned."""
+    root = tmp_path / "root"
+    crowded = tmp_path / "crowded.toml"
+    crowded.write_text(Path(GRID).read_text().replace("clients = 5", "clients = 200"))
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(crowded)), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"error: {crowded}: item 'fedavg_dirichlet_alpha0.1': min_client_size: 200 clients × 10 samples exceeds the "
+        "1294 training samples; lower clients or min_client_size"], res.stderr
+    assert not root.exists()
+    fixed = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--max-items", "0"),
+                           capture_output=True, text=True, timeout=120)
+    assert fixed.returncode == 0 and "7 new item(s)" in fixed.stdout, fixed.stderr
+
+
 @pytest.mark.parametrize("command", [["status"], ["status", "--watch", "1"], ["retry", "--failed"], ["plots"]])
 def test_a_missing_root_is_named_as_missing_and_a_relative_one_in_full(tmp_path: Path, command: list[str]) -> None:
     """`status` in a folder that is not there said "not a fedspec root … create the queue", and `plots` "no results

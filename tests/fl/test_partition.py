@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fedspec.errors import ConfigError
-from fedspec.fl.partition import dirichlet_partition, iid_partition, partition
+from fedspec.config import make_spec
+from fedspec.fl.partition import check_splittable, dirichlet_partition, iid_partition, partition
 
 LABELS = np.repeat(np.arange(10), 60)  # 600 samples, 10 classes
 
@@ -52,3 +53,18 @@ def test_impossible_min_size_is_a_clear_config_error() -> None:
         dirichlet_partition(LABELS, 50, 0.5, seed=0, min_size=20)
     with pytest.raises(ConfigError, match="clients"):
         partition(LABELS[:5], "iid", 10, 0.5, 0, 1)
+
+
+def test_a_grid_item_whose_clients_the_data_cannot_supply_is_refused_by_name() -> None:
+    ok = make_spec(task="digits", clients=5)
+    check_splittable("g.toml", [("fine", ok), ("pooled", make_spec(task="digits", method="centralized", clients=400))])
+    with pytest.raises(ConfigError) as err:
+        check_splittable("g.toml", [("fine", ok), ("crowded", make_spec(task="digits", clients=400))])
+    assert str(err.value) == ("g.toml: item 'crowded': min_client_size: 400 clients × 10 samples exceeds the 1294 training "
+                              "samples; lower clients or min_client_size")
+    with pytest.raises(ConfigError, match="g.toml: item 'skewed': min_client_size: no Dirichlet"):
+        check_splittable("g.toml", [("skewed", make_spec(task="digits", clients=100, alpha=0.01))])
+    with pytest.raises(ConfigError, match="g.toml: item 'few': clients: 100 clients but only 50 training samples; lower clients"):
+        check_splittable("g.toml", [("few", make_spec(task="digits", partition="iid", clients=100, max_train_samples=50))])
+    # A text task's size is known only once it is loaded: its workers check it.
+    check_splittable("g.toml", [("text", make_spec(task="tweets-minilm", clients=10_000))])
