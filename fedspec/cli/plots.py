@@ -21,6 +21,7 @@ def plots(
     root: Path = typer.Option(Path("."), help="The shared folder whose paper_results/ to read."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default ROOT/plots)."),
     formats: List[str] = typer.Option(["png"], "--format", help="png, pdf or svg; repeat or comma-separate for several."),
+    task: Optional[str] = typer.Option(None, help="Draw only this task's results; needed where paper_results/ holds several tasks' (a trial `fedspec run --task …` among a grid's)."),
 ) -> None:
     """Write accuracy/gap/rank curves, accuracy vs alpha, communication vs accuracy, label splits, summary.csv/.md.
 
@@ -29,7 +30,8 @@ def plots(
     counted in a note and under summary.md, so a table drawn mid-grid does not
     read as the whole grid; so are several results of one method, setting and
     seed (a trial run's CSV beside the grid's), which the means average as if
-    they were different seeds.
+    they were different seeds.  Results of several tasks are never drawn
+    together: --task picks one.
     """
     fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]
@@ -41,7 +43,7 @@ def plots(
     from fedspec.plots.make import make_plots
 
     specs, states, notes = _queue(root)
-    written, more = make_plots(root, out_dir or root / PLOTS, fmts, specs, states)
+    written, more = make_plots(root, out_dir or root / PLOTS, fmts, specs, states, task)
     for note in notes + more:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     for path in written:

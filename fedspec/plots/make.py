@@ -9,13 +9,38 @@ from typing import Any
 import numpy as np
 
 from fedspec.atomic import write_text
-from fedspec.errors import FedspecError
+from fedspec.errors import ConfigError, FedspecError
 from fedspec.plots.data import load_results, summarize, summary_markdown
 from fedspec.plots.figures import FIGURES, label_distribution, style
 
 
 class NoResults(FedspecError):
     """Nothing to plot yet."""
+
+
+def _one_task(data, task: str | None, results: Path):
+    """The rows of one task, and a note on the results of other tasks left out: one figure of two tasks means nothing.
+
+    Raises
+    ------
+    ConfigError
+        Several tasks and no ``task`` chosen, or ``task`` has no results.
+    """
+    items = data.drop_duplicates("item").astype({"task": str})
+    by_task = items.groupby("task", sort=True)["item"].agg(sorted)
+    listed = ", ".join(f"{t}: {len(names)} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" for t, names in by_task.items())
+    if task is None:
+        if len(by_task) == 1:
+            return data, None
+        choices = " or ".join(f"--task {t}" for t in by_task.index)
+        raise ConfigError(f"{results}: results of {len(by_task)} tasks ({listed}); one figure would mix them: pass {choices}")
+    if task not in by_task.index:
+        raise ConfigError(f"--task: {results} has no results of task {task!r} (it has {listed})")
+    others = by_task.drop(task)
+    if others.empty:
+        return data, None
+    left = ", ".join(f"{t}: {len(names)} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" for t, names in others.items())
+    return data[data["task"].astype(str) == task], f"results of other tasks left out ({left})"
 
 
 def _not_shown(states: dict[str, str], data) -> str | None:
@@ -65,7 +90,7 @@ def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[
 
 
 def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[str, Any]] | None = None,
-               states: dict[str, str] | None = None) -> tuple[list[Path], list[str]]:
+               states: dict[str, str] | None = None, task: str | None = None) -> tuple[list[Path], list[str]]:
     """Render everything; returns (files written, notes about skipped inputs).
 
     Parameters
@@ -76,13 +101,18 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
     states
         Each queue item's state (pending, running, done, failed): items with
         no rounds yet are counted in a note and under summary.md.
+    task
+        The task to draw; needed only where the results are of several.
     """
     data, notes = load_results(root)
     if data.empty:
         skipped = f" ({notes[0]}{f' and {len(notes) - 1} more' if len(notes) > 1 else ''})" if notes else ""
         raise NoResults(f"{root / 'paper_results'}: no results yet{skipped} (run `fedspec worker` first)")
+    data, other_tasks = _one_task(data, task, root / "paper_results")
+    shown_task = str(data["task"].iloc[0])
     specs = specs or {}
-    missing = _not_shown(states or {}, data)
+    states = {item: state for item, state in (states or {}).items() if specs.get(item, {}).get("task", shown_task) == shown_task}
+    missing = _not_shown(states, data)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with style():
@@ -104,7 +134,7 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
         elif not any("label distribution" in n for n in notes):
             notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
     summary = summarize(data)
-    below = [line for line in (missing, *_repeated_seeds(data)) if line]
+    below = [line for line in (other_tasks, missing, *_repeated_seeds(data)) if line]
     write_text(out / "summary.csv", summary.to_csv(index=False))
     write_text(out / "summary.md", summary_markdown(summary) + "".join(f"\n{line}.\n" for line in below))
     notes += below

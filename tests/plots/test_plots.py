@@ -175,3 +175,28 @@ def test_a_csv_without_the_plotted_columns_is_skipped_not_a_traceback(root: Path
     (root / "paper_results" / "x.csv").write_text("round,method,test_accuracy\n1,fedavg,0.5\n")
     res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "x.csv: not a fedspec results file (no task, partition" in res.stderr, res.stderr
+
+
+def test_results_of_two_tasks_are_never_drawn_together(root: Path) -> None:
+    """A trial `fedspec run --task tweets-minilm` in a digits root went into the digits figures and summary: its
+    FedSpec α 0.5 stood beside the grid's digits results, or was averaged with them as another seed."""
+    tweets = [dict(r, task="tweets-minilm") for r in rows("fedspec", 0.5, 7, [0.4, 0.5])]
+    (root / "paper_results" / "tweets_trial.csv").write_text(to_csv_text(tweets))
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"error: {root / 'paper_results'}: results of 2 tasks (digits: 6 (centralized_seed1, fedavg_dirichlet_alpha0.5_seed1, "
+        "…), tweets-minilm: 1 (tweets_trial)); one figure would mix them: pass --task digits or --task tweets-minilm"]
+    assert not (root / "plots").exists()
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--task", "digits"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    line = "results of other tasks left out (tweets-minilm: 1 (tweets_trial))"
+    assert line in " ".join(res.stderr.split())
+    summary = pd.read_csv(root / "plots" / "summary.csv").set_index(["method", "alpha"])
+    assert summary.loc[("fedspec", 0.5)]["seeds"] == 2 and summary.loc[("fedspec", 0.5)]["final_acc_mean"] == pytest.approx(0.85)
+    assert (root / "plots" / "summary.md").read_text().endswith(f"\n{line}.\n")
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--task", "tweets-minilm"), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert pd.read_csv(root / "plots" / "summary.csv")["final_acc_mean"].tolist() == [0.5]
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--task", "sst2-bert"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith(f"error: --task: {root / 'paper_results'} has no results of task 'sst2-bert'")
