@@ -30,8 +30,9 @@ def plots(
     counted in a note and under summary.md, so a table drawn mid-grid does not
     read as the whole grid; so are several results of one method, setting and
     seed (a trial run's CSV beside the grid's), which the means average as if
-    they were different seeds.  Results of several tasks are never drawn
-    together: --task picks one.
+    they were different seeds, and results run with other settings than the
+    rest (rounds, clients, lr …), which they average as the same experiment.
+    Results of several tasks are never drawn together: --task picks one.
     """
     fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]

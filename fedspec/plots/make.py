@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from fedspec.atomic import write_text
+from fedspec.checkpoint_file import read_header
+from fedspec.config import ExperimentSpec, spec_changes
 from fedspec.errors import ConfigError, FedspecError
 from fedspec.plots.data import load_results, summarize, summary_markdown
 from fedspec.plots.figures import FIGURES, label_distribution, style
@@ -68,6 +72,49 @@ def _repeated_seeds(data) -> list[str]:
             lines.append(f"{method} {setting}, seed {seed_text}: {len(group)} results ({', '.join(sorted(group['item']))}) are "
                          "averaged as if of different seeds; move all but one out of paper_results")
     return lines
+
+
+# What a figure's own axes and legend tell apart, and what does not change an experiment (retries of a failing client,
+# clients trained together or one by one): every other setting must be the same for results to be compared.
+_NOT_COMPARED = {"method", "partition", "alpha", "seed", "device", "client_retries", "parallel_clients"}
+
+
+def _settings(root: Path, items, specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each result's settings apart from ``_NOT_COMPARED``: its queue item's spec, else its checkpoint's; unknown ones left out."""
+    out = {}
+    for item in items:
+        spec = specs.get(item)
+        if spec is None:  # a `fedspec run`, or results copied in: the checkpoint header records the settings
+            try:
+                meta = read_header(root / "checkpoints_distributed" / item)
+            except FedspecError:  # torn, foreign, not synced down: said elsewhere, or not knowable
+                meta = None
+            spec = meta.get("spec") if meta else None
+        try:
+            fields = ExperimentSpec.model_validate(spec).hashed_fields()  # an older queue's spec gets today's defaults
+        except ValidationError:
+            continue
+        out[item] = {k: v for k, v in fields.items() if k not in _NOT_COMPARED}
+    return out
+
+
+def _other_settings(root: Path, data, specs: dict[str, dict[str, Any]]) -> str | None:
+    """One line on the results run with other settings than most (rounds, clients, lr …): the means take them for one experiment.
+
+    A trial ``fedspec run --seed 7 --rounds 3`` in a grid's root is not a
+    repeated seed of a grid item, yet joins its method and setting as one more seed.
+    """
+    settings = _settings(root, data["item"].unique(), specs)
+    keys = {item: json.dumps(fields, sort_keys=True) for item, fields in settings.items()}
+    counts = Counter(keys.values())
+    if len(counts) < 2:
+        return None
+    usual_key = counts.most_common(1)[0][0]
+    usual = json.loads(usual_key)
+    odd = sorted(item for item, key in keys.items() if key != usual_key)
+    shown = ", ".join(f"{item} ({spec_changes(usual, settings[item])})" for item in odd[:2]) + (", …" if len(odd) > 2 else "")
+    return (f"{len(odd)} of {len(keys)} results were run with other settings than the rest ({shown}) and are averaged "
+            "with them as the same experiment; move them out of paper_results, or give each setting its own root")
 
 
 def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
@@ -134,7 +181,7 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
         elif not any("label distribution" in n for n in notes):
             notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
     summary = summarize(data)
-    below = [line for line in (other_tasks, missing, *_repeated_seeds(data)) if line]
+    below = [line for line in (other_tasks, _other_settings(root, data, specs), missing, *_repeated_seeds(data)) if line]
     write_text(out / "summary.csv", summary.to_csv(index=False))
     write_text(out / "summary.md", summary_markdown(summary) + "".join(f"\n{line}.\n" for line in below))
     notes += below

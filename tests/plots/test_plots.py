@@ -200,3 +200,25 @@ def test_results_of_two_tasks_are_never_drawn_together(root: Path) -> None:
     assert pd.read_csv(root / "plots" / "summary.csv")["final_acc_mean"].tolist() == [0.5]
     res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--task", "sst2-bert"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith(f"error: --task: {root / 'paper_results'} has no results of task 'sst2-bert'")
+
+
+def test_results_of_other_settings_are_named_not_averaged_silently(root: Path) -> None:
+    """A trial `fedspec run --seed 9 --rounds 3` in a grid's root joined the grid's FedAvg α 0.5 as a third seed."""
+    from fedspec.config import make_spec
+    from fedspec.plots.make import make_plots
+
+    specs = {i["id"]: i["spec"] for i in json.loads((root / "distributed_work" / "work_queue.json").read_text())["items"]}
+    _, notes = make_plots(root, root / "p", ["png"], specs)
+    assert not any("other settings" in n for n in notes)
+    (root / "paper_results" / "trial.csv").write_text(to_csv_text(rows("fedavg", 0.5, 9, [0.1, 0.1, 0.1])))
+    _, notes = make_plots(root, root / "p", ["png"], specs)  # no checkpoint, not in the queue: its settings are not known
+    assert not any("other settings" in n for n in notes)
+    ck = root / "checkpoints_distributed" / "trial"
+    trial = make_spec(task="digits", clients=5, min_client_size=10, rounds=3, seed=9, parallel_clients="off", client_retries=3)
+    save_checkpoint(ck, "trial", trial.spec_hash(), Checkpoint(round=3, state={}, aggregator={}, batch_size=16), trial.hashed_fields())
+    _, notes = make_plots(root, root / "p", ["png"], specs)
+    rounds = make_spec().rounds
+    line = (f"1 of 6 results were run with other settings than the rest (trial (rounds {rounds} -> 3)) and are averaged with "
+            "them as the same experiment; move them out of paper_results, or give each setting its own root")
+    assert line in notes  # how clients were trained (together, retried) is not a setting that makes another experiment
+    assert (root / "p" / "summary.md").read_text().endswith(f"\n{line}.\n")
