@@ -41,6 +41,8 @@ def plots(
     root = folder_root(root)
     if not root.is_dir():
         raise no_such_root(root)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out: {out_dir} is a file, not a folder")
     from fedspec.plots.make import make_plots
 
     specs, states, notes = _queue(root)

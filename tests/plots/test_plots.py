@@ -140,6 +140,14 @@ def test_bad_format_is_refused(tmp_path: Path) -> None:
     assert res.returncode != 0 and "--format: gif not allowed" in res.stderr
 
 
+def test_an_out_that_is_a_file_is_named_as_such(root: Path) -> None:
+    """It said only "error: OUT: File exists"."""
+    (root / "out.png").write_bytes(b"x")
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(root), "--out", str(root / "out.png")), capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.splitlines() == [f"error: --out: {root / 'out.png'} is a file, not a folder"]
+    assert (root / "out.png").read_bytes() == b"x"
+
+
 def test_status_imports_no_torch(tmp_path: Path) -> None:
     code = ("import sys; from fedspec.cli.main import main; "
             f"main(['status', '--root', {str(tmp_path)!r}]); print('torch' in sys.modules)")
