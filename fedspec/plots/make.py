@@ -30,21 +30,22 @@ def _one_task(data, task: str | None, results: Path):
     ConfigError
         Several tasks and no ``task`` chosen, or ``task`` has no results.
     """
-    items = data.drop_duplicates("item").astype({"task": str})
-    by_task = items.groupby("task", sort=True)["item"].agg(sorted)
-    listed = ", ".join(f"{t}: {len(names)} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" for t, names in by_task.items())
+    by_task = data.drop_duplicates("item").astype({"task": str}).groupby("task", sort=True)["item"].agg(sorted)
+
+    def listed(tasks) -> str:
+        return ", ".join(f"{t}: {len(names)} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" for t, names in tasks.items())
+
     if task is None:
         if len(by_task) == 1:
             return data, None
         choices = " or ".join(f"--task {t}" for t in by_task.index)
-        raise ConfigError(f"{results}: results of {len(by_task)} tasks ({listed}); one figure would mix them: pass {choices}")
+        raise ConfigError(f"{results}: results of {len(by_task)} tasks ({listed(by_task)}); one figure would mix them: pass {choices}")
     if task not in by_task.index:
-        raise ConfigError(f"--task: {results} has no results of task {task!r} (it has {listed})")
+        raise ConfigError(f"--task: {results} has no results of task {task!r} (it has {listed(by_task)})")
     others = by_task.drop(task)
     if others.empty:
         return data, None
-    left = ", ".join(f"{t}: {len(names)} ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" for t, names in others.items())
-    return data[data["task"].astype(str) == task], f"results of other tasks left out ({left})"
+    return data[data["task"].astype(str) == task], f"results of other tasks left out ({listed(others)})"
 
 
 def _not_shown(states: dict[str, str], data) -> str | None:
