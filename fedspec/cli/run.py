@@ -14,6 +14,7 @@ from fedspec.checkpoint_file import read_header
 from fedspec.cli.common import console, out, round_line, setup_logging, writable_root
 from fedspec.config import ExperimentSpec, check_item_id, make_spec, spec_changes
 from fedspec.errors import ConfigError, StorageError, folder_failure
+from fedspec.fl.partition import check_splittable
 from fedspec.queue.store import RootPaths
 from fedspec.queue.workqueue import load_queue
 
@@ -141,6 +142,7 @@ def run(
         max_train_samples=max_train_samples, group_by_length=group_by_length, parallel_clients=parallel_clients, seed=seed, device=device,
     )
     item_id = check_item_id(name or spec.item_id(), "--name")
+    check_splittable("fedspec run", [(item_id, spec)])  # before the root is made: too many clients leaves nothing behind
     root = writable_root(root)
     _refuse_a_queued_name(RootPaths(root), item_id, spec)
 

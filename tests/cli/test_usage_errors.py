@@ -190,6 +190,17 @@ def test_a_grid_whose_clients_the_data_cannot_supply_is_refused_before_anything_
     assert fixed.returncode == 0 and "7 new item(s)" in fixed.stdout, fixed.stderr
 
 
+def test_a_run_whose_clients_the_data_cannot_supply_makes_no_root(tmp_path: Path) -> None:
+    """The root was made, and "1 rounds to train" printed, before the split failed inside the engine."""
+    root = tmp_path / "root"
+    res = subprocess.run(fedspec_cmd("run", "--clients", "400", "--rounds", "1", "--root", str(root)), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == "" and res.stderr.splitlines() == [
+        "error: fedspec run: item 'fedspec_dirichlet_alpha0.5': min_client_size: 400 clients × 10 samples exceeds the "
+        "1294 training samples; lower clients or min_client_size"], res.stdout + res.stderr
+    assert not root.exists()
+
+
 @pytest.mark.parametrize("command", [["status"], ["status", "--watch", "1"], ["retry", "--failed"], ["plots"]])
 def test_a_missing_root_is_named_as_missing_and_a_relative_one_in_full(tmp_path: Path, command: list[str]) -> None:
     """`status` in a folder that is not there said "not a fedspec root … create the queue", and `plots` "no results
