@@ -68,7 +68,8 @@ class ExperimentSpec(BaseModel):
     device type.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML and the command line both read inf and nan as floats; no setting means anything with them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task: Task = "digits"
     method: Method = "fedspec"
@@ -151,7 +152,7 @@ def _short(value: Any, most: int = 40) -> str:
 class GridSection(BaseModel):
     """The ``[grid]`` table: what to sweep."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     task: Task = "digits"
     methods: list[Literal["fedavg", "fedspec"]] = Field(default_factory=lambda: ["fedavg", "fedspec"], min_length=1)

@@ -74,6 +74,12 @@ def test_spec_hash_ignores_device_only() -> None:
         ("# to do\n", "the grid file is empty"),
         # A worker trains on its own --device: a device in the grid was silently ignored.
         ('[experiment]\ndevice="cuda"\n', "experiment.device: a grid's items run on whichever machine claims them; pass --device"),
+        # TOML has inf and nan: an infinite alpha went on to a NumPy warning and a split error, an infinite
+        # lora_alpha into the queue as JSON's non-standard Infinity and NaN losses on every worker.
+        ('[grid]\nalphas=[inf]\n', "grid.alphas.0: Input should be a finite number (got inf)"),
+        ('[experiment]\nlora_alpha=inf\n', "experiment.lora_alpha: Input should be a finite number (got inf)"),
+        ('[experiment]\ngrad_clip=inf\n', "experiment.grad_clip: Input should be a finite number (got inf)"),
+        ('[experiment]\nlr=nan\n', "experiment.lr: Input should be a finite number (got nan)"),
     ],
 )
 def test_bad_grid_gives_one_line_naming_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
