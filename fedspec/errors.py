@@ -63,6 +63,16 @@ class LeaseLost(FedspecError):
     exit_code = 3
 
 
+class NameInUse(FedspecError):
+    """Another live worker writes this worker's heartbeat: two machines run a worker under one ``--name``.
+
+    Each would count the other's claims as its own leftovers and take them
+    over without end, so the one that notices hands its item back and stops.
+    """
+
+    exit_code = 1
+
+
 class StorageError(FedspecError):
     """The file system under the root refused a write (full, over quota, read-only) or cannot be reached (a share dropped).
 

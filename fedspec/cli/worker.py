@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from fedspec.cli.common import console, folder_root, out, round_line, setup_logging, writable_root
 from fedspec.config import load_grid
 from fedspec.fl.partition import check_splittable
-from fedspec.queue.identity import check_worker_name, default_worker_name
+from fedspec.queue.identity import check_worker_name, default_worker_name, hold_name
 from fedspec.queue.store import RootPaths
 from fedspec.queue.worker import LEFT_TO_OTHERS, StopRequested, Worker, WorkerEvents, WorkerSettings
 from fedspec.queue.workqueue import QueueItem, add_items, load_queue, same_spec_elsewhere
@@ -79,7 +79,7 @@ def _add_grid(root: Path, grid: Path) -> RootPaths:
 def worker(
     root: Path = typer.Option(Path("."), help="The shared folder (all machines point at the same one); with --grid created if missing, its parent must exist."),
     grid: Optional[Path] = typer.Option(None, help="Grid TOML to add to the queue first (idempotent); without it, join the queue that is there."),
-    name: Optional[str] = typer.Option(None, help="Worker name shown in status; default: stable per machine, kept outside the root."),
+    name: Optional[str] = typer.Option(None, help="Worker name shown in status, one per live worker (a second worker under a name in use stops); default: stable per machine, kept outside the root."),
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
     lease_ttl: float = typer.Option(600.0, help="Seconds without a heartbeat before peers take an item over. Keep minutes on a sync folder."),
     heartbeat: float = typer.Option(30.0, help="Seconds between heartbeats (well below --lease-ttl)."),
@@ -114,7 +114,7 @@ def worker(
         load_queue(paths)  # a clear error if this is not a fedspec root
     if max_items == 0:  # only the grid: no heartbeat either, or status would list a worker that never ran
         return
-    worker_name = check_worker_name(name) if name else default_worker_name()
+    worker_name = hold_name(check_worker_name(name), paths.root) if name else default_worker_name()
 
     from fedspec.config import make_spec
     from fedspec.errors import TaskError

@@ -5,12 +5,17 @@ every ``interval`` seconds with an increasing ``counter``.  A peer calls the
 lease stale when the counter it reads has not changed for ``ttl`` seconds of
 *its own* monotonic clock: two machines' wall clocks are never compared, and
 a SIGSTOPped or sleeping laptop stops its counter with everything else.
+
+Each process also writes a random ``instance``: a file that holds another
+instance's beats with two different counters between this worker's beats
+means a live namesake on another machine (see :class:`Heartbeat`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -23,13 +28,22 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Background thread that publishes this worker's counter and what it is doing."""
+    """Background thread that publishes this worker's counter and what it is doing.
+
+    Before each beat it reads its file back.  Another instance's beat there
+    is a crashed predecessor's, or one a sync client delivers late, when seen
+    with one counter; seen with two, that instance is alive: ``namesake``
+    then says so, and this heartbeat stops writing (the file is left to it).
+    """
 
     def __init__(self, paths: RootPaths, worker: str, interval: float, info: dict[str, Any] | None = None) -> None:
         self.paths, self.worker, self.interval = paths, worker, interval
         self.counter = 0
+        self.instance = secrets.token_hex(8)
         self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
-                                       "started": time.time(), "state": "idle", **(info or {})}
+                                       "started": time.time(), "state": "idle", "instance": self.instance, **(info or {})}
+        self.namesake: str | None = None  # set once another live worker is seen writing this file
+        self._others: dict[str, Any] = {}  # instance -> the counter first seen from it
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._failing = False  # the last write failed
@@ -51,6 +65,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         with self._lock:
+            if self.namesake is not None or self._namesake_seen():
+                return
             self.counter += 1
             data = {**self.fields, "counter": self.counter, "wall_time": time.time()}
         try:
@@ -64,6 +80,19 @@ class Heartbeat:
         if self._failing:
             self._failing = False
             log.info("heartbeat written again")
+
+    def _namesake_seen(self) -> bool:
+        data, problem = read_json(self.path)
+        other = data.get("instance") if problem is None and isinstance(data, dict) else None
+        if other is None or other == self.instance:
+            return False
+        first = self._others.setdefault(other, data.get("counter"))
+        if first == data.get("counter"):
+            return False
+        self.namesake = (f"another worker named {self.worker!r} is running in this root (on {data.get('host')}, "
+                         f"pid {data.get('pid')}); each would take the other's items over as its own: give each "
+                         "worker its own --name, or leave --name out (the default is unique per machine)")
+        return True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

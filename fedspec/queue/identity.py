@@ -7,6 +7,7 @@ slot (held by a local lock while it runs): ``mac-3f2a``, ``mac-3f2a-1``, ...
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -60,3 +61,23 @@ def default_worker_name() -> str:
         _held.append(lock)
         return f"{host}-{machine}" + (f"-{slot}" if slot else "")
     raise ConfigError(f"{folder}: {MAX_SLOTS} workers already run on this machine; pass --name")
+
+
+def hold_name(name: str, root: Path) -> str:
+    """Hold a ``--name`` for this process in ``root`` on this machine; a second worker started here under it is refused.
+
+    Two live workers of one name take each other's items over without end:
+    each counts the other's claims as its own leftovers from a crash.  The
+    lock (outside the root, like the default name's slot) covers this
+    machine; a namesake on another machine is caught by its heartbeats
+    (:class:`fedspec.queue.heartbeat.Heartbeat`).
+    """
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    lock = FileLock(str(local_dir() / f"name-{name.lower()}-{key}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"--name {name}: another worker on this machine already runs under this name in {root}; "
+                          "give each worker its own --name, or leave --name out (the default is unique)") from None
+    _held.append(lock)
+    return name

@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import (FedspecError, FolderUnreachable, LeaseLost, NotSyncedYet, QueueError, RootError, StorageError,
-                            TaskError, describe_os_error, folder_failure)
+from fedspec.errors import (FedspecError, FolderUnreachable, LeaseLost, NameInUse, NotSyncedYet, QueueError, RootError,
+                            StorageError, TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -153,6 +153,8 @@ class Worker:
 
     def _loop(self) -> int:
         while True:
+            if self.heartbeat.namesake is not None:
+                raise NameInUse(self.heartbeat.namesake)
             if self.stop_signal is not None:
                 return self._exit_code()
             if self.settings.max_items is not None and sum(self.outcomes.values()) >= self.settings.max_items:
@@ -262,7 +264,7 @@ class Worker:
                                   device=row.get("device"), accuracy=row.get("test_accuracy"))
             if self.events.on_round:
                 self.events.on_round(item, row)
-            if self.stop_signal is not None:
+            if self.stop_signal is not None or self.heartbeat.namesake is not None:
                 raise StopRequested
 
         def within_round(rnd: int, done: int, total: int) -> None:
@@ -298,7 +300,7 @@ class Worker:
         except (StopRequested, KeyboardInterrupt):
             lease.release()
             outcome = "released"
-            if self.stop_signal is None:
+            if self.stop_signal is None and self.heartbeat.namesake is None:
                 self.stop_signal = signal.SIGINT
         except FedspecError as err:
             outcome, error = "failed", str(err)

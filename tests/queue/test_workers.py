@@ -35,6 +35,48 @@ def test_three_workers_finish_a_grid_each_item_exactly_once(tmp_path: Path) -> N
     assert sum(1 for k in range(3) if ": done" in (tmp_path / f"w{k}.log").read_text()) >= 2  # work was shared
 
 
+def test_a_second_worker_under_a_name_in_use_on_this_machine_is_refused(tmp_path: Path) -> None:
+    """Two live workers of one --name each took the other's claims for their own leftovers: items changed hands without end."""
+    root, home = tmp_path / "root", {"FEDSPEC_HOME": str(tmp_path / "home")}
+    grid = write_grid(tmp_path / "g.toml", rounds=3, alphas="[0.1, 0.5, 1.0]")
+    first = start_worker(root, "lab", grid=grid, log=tmp_path / "first.log", env=home)
+    assert wait_for(lambda: (root / "paper_results").is_dir() or checkpoint_round(root, "fedavg_dirichlet_alpha0.1") > 0
+                    or checkpoint_round(root, "fedspec_dirichlet_alpha0.1") > 0)
+    second = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--name", "lab", *FAST), capture_output=True,
+                            text=True, timeout=120, env={**os.environ, **home})
+    assert second.returncode == 2
+    assert "--name lab: another worker on this machine already runs under this name" in second.stdout + second.stderr
+    assert first.wait(timeout=300) == 0
+    log = (tmp_path / "first.log").read_text()
+    assert "lease-lost" not in log and log.count(": done") == 6
+    # Under another name, or in another root, the name is free.
+    other = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path / "other"), "--grid", str(grid), "--name", "lab",
+                                       "--max-items", "1", *FAST), capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **home})
+    assert other.returncode == 0, other.stdout + other.stderr
+
+
+def test_workers_of_one_name_on_two_machines_stop_one_of_them(tmp_path: Path) -> None:
+    """A --name copied to a second machine: the worker that sees the other's heartbeats in its file stops, the other finishes."""
+    root = tmp_path / "root"
+    grid = write_grid(tmp_path / "g.toml", rounds=8, alphas="[0.1, 0.5, 1.0]")
+    subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--max-items", "0"), check=True,
+                   capture_output=True, timeout=120)
+    # Another FEDSPEC_HOME is another machine: the local lock of the name does not see the other.
+    procs = [start_worker(root, "lab", log=tmp_path / f"m{k}.log", env={"FEDSPEC_HOME": str(tmp_path / f"home{k}")})
+             for k in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    logs = [(tmp_path / f"m{k}.log").read_text() for k in range(2)]
+    assert codes == [0, 1], logs
+    stopped = logs[[p.returncode for p in procs].index(1)]
+    assert "another worker named 'lab' is running in this root" in stopped and "give each worker its own --name" in stopped
+    report = status_json(root)
+    assert report["counts"] == {"pending": 0, "running": 0, "done": 6, "failed": 0}  # nothing failed, nothing left behind
+    for item in report["items"]:
+        assert rounds_of(root / "paper_results" / f"{item['id']}.csv") == list(range(1, 9))
+    assert sum(log.count("lease-lost") for log in logs) <= 4  # it stopped within a few heartbeats
+
+
 def test_a_machine_that_cannot_load_the_task_leaves_its_items_to_others(tmp_path: Path) -> None:
     """No data (or network, or package) for a task here is not the items' fault: no failed attempt is counted."""
     root = tmp_path / "root"
