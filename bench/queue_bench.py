@@ -128,7 +128,7 @@ def bench_scaling(repeats: int = 3) -> tuple[list[tuple], bool]:
                 subprocess.run([*fedspec, "worker", "--root", root, "--grid", str(grid), "--max-items", "0"], check=True, capture_output=True)
                 t0 = time.perf_counter()
                 procs = [subprocess.Popen([*fedspec, "worker", "--root", root, *w], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) for w in setups[label]]
+                                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "FEDSPEC_HOME": tmp}) for w in setups[label]]
                 first_claim: list[float] = []
                 outputs = ["" for _ in procs]
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private cache folder, small specs, helpers to compare CSVs."""
+"""Shared fixtures: a private cache and home folder, small specs, helpers to compare CSVs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Keep the pretrained digits base out of the user's cache, but share it across tests.
     os.environ["FEDSPEC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # And the per-machine files (machine id, name locks) out of the user's ~/.config.
+    os.environ["FEDSPEC_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

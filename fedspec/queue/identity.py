@@ -73,7 +73,7 @@ def hold_name(name: str, root: Path) -> str:
     (:class:`fedspec.queue.heartbeat.Heartbeat`).
     """
     key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
-    lock = FileLock(str(local_dir() / f"name-{name.lower()}-{key}.lock"), timeout=0)
+    lock = FileLock(str(local_dir() / f"name-{name}-{key}.lock"), timeout=0)
     try:
         lock.acquire()
     except Timeout:
