@@ -53,13 +53,8 @@ def default_worker_name() -> str:
     machine = re.sub(r"[^A-Za-z0-9]", "", id_file.read_text().strip())[:8] or "0000"
     host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24].strip("-") or "host"
     for slot in range(MAX_SLOTS):
-        lock = FileLock(str(folder / f"slot-{slot}.lock"), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            continue
-        _held.append(lock)
-        return f"{host}-{machine}" + (f"-{slot}" if slot else "")
+        if _hold(folder / f"slot-{slot}.lock"):
+            return f"{host}-{machine}" + (f"-{slot}" if slot else "")
     raise ConfigError(f"{folder}: {MAX_SLOTS} workers already run on this machine; pass --name")
 
 
@@ -73,11 +68,18 @@ def hold_name(name: str, root: Path) -> str:
     (:class:`fedspec.queue.heartbeat.Heartbeat`).
     """
     key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
-    lock = FileLock(str(local_dir() / f"name-{name}-{key}.lock"), timeout=0)
+    if not _hold(local_dir() / f"name-{name}-{key}.lock"):
+        raise ConfigError(f"--name {name}: another worker on this machine already runs under this name in {root}; "
+                          "give each worker its own --name, or leave --name out (the default is unique)")
+    return name
+
+
+def _hold(lock_file: Path) -> bool:
+    """Take a local lock for the life of this process; False when another process holds it."""
+    lock = FileLock(str(lock_file), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise ConfigError(f"--name {name}: another worker on this machine already runs under this name in {root}; "
-                          "give each worker its own --name, or leave --name out (the default is unique)") from None
+        return False
     _held.append(lock)
-    return name
+    return True
