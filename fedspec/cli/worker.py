@@ -107,6 +107,9 @@ def worker(
         from fedspec.errors import ConfigError
 
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
+    worker_name = None  # named (and the name held) before the grid is added: a refused worker adds nothing
+    if max_items != 0:
+        worker_name = hold_name(check_worker_name(name), folder_root(root)) if name else default_worker_name()
     if grid is not None:
         paths = _add_grid(root, grid)
     else:
@@ -114,7 +117,6 @@ def worker(
         load_queue(paths)  # a clear error if this is not a fedspec root
     if max_items == 0:  # only the grid: no heartbeat either, or status would list a worker that never ran
         return
-    worker_name = hold_name(check_worker_name(name), paths.root) if name else default_worker_name()
 
     from fedspec.config import make_spec
     from fedspec.errors import TaskError

@@ -213,3 +213,12 @@ def test_a_missing_root_is_named_as_missing_and_a_relative_one_in_full(tmp_path:
     if command[0] != "plots":
         res = subprocess.run(fedspec_cmd(*command, "--root", "."), capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path}: not a fedspec root"), res.stderr
+
+
+def test_a_worker_name_that_is_refused_adds_no_grid(tmp_path: Path) -> None:
+    """The name was checked after the grid was queued: the command failed, yet the root and its queue were made."""
+    root = tmp_path / "root"
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--name", "a b"), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == "" and "--name: 'a b' is not a valid worker name" in res.stderr, res.stderr
+    assert not root.exists()
