@@ -33,6 +33,9 @@ def plots(
     they were different seeds, and results run with other settings than the
     rest (rounds, clients, lr …), which they average as the same experiment.
     Results of several tasks are never drawn together: --task picks one.
+    A figure with nothing to draw (rank without FedSpec results, accuracy vs
+    alpha without Dirichlet ones) is not written, and a note says why; IID and
+    centralized results are reference lines in the accuracy-vs-alpha figure.
     """
     fmts = list(dict.fromkeys(f.lower() for spec in formats for f in spec.replace(",", " ").split()))  # in order, once each
     bad = [f for f in fmts if f not in ALLOWED]

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -25,10 +26,25 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize
       "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "savefig.dpi": 200, "savefig.bbox": "tight"}
 
 
-def _settings(data: pd.DataFrame) -> list[str]:
+class NothingToDraw(Exception):
+    """The results hold nothing a figure shows (no FedSpec item for the rank figure): it is not written, and a note says why."""
+
+
+def federated(data: pd.DataFrame) -> pd.DataFrame:
+    """The FedAvg and FedSpec rows; a figure of federated rounds has nothing to draw without them."""
     fed = data[data["method"] != "centralized"]
-    order = fed.drop_duplicates("setting").sort_values(["partition", "alpha"])["setting"].tolist()
-    return order or ["pooled"]
+    if fed.empty:
+        raise NothingToDraw("no FedAvg or FedSpec results, only centralized ones")
+    return fed
+
+
+def _settings(data: pd.DataFrame) -> list[str]:
+    return federated(data).drop_duplicates("setting").sort_values(["partition", "alpha"])["setting"].tolist()
+
+
+def _final_accuracy(df: pd.DataFrame) -> pd.Series:
+    """Each item's test accuracy at its last round."""
+    return df.sort_values("round").groupby("item")["test_accuracy"].last()
 
 
 def _panels(n: int, height: float = 2.2):
@@ -79,8 +95,7 @@ def accuracy_vs_round(data: pd.DataFrame, path: Path) -> None:
 
     def centralized_line(ax) -> None:
         if not central.empty:
-            final = central.sort_values("round").groupby("item")["test_accuracy"].last().mean()
-            ax.axhline(final, color="black", linestyle=":", linewidth=1, label="Centralized (final)")
+            ax.axhline(_final_accuracy(central).mean(), color="black", linestyle=":", linewidth=1, label="Centralized (final)")
 
     _per_setting(data, "test_accuracy", "test accuracy", path, "lower right", reference=centralized_line)
 
@@ -91,9 +106,11 @@ def gap_vs_round(data: pd.DataFrame, path: Path) -> None:
 
 def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
     spec = data[data["method"] == "fedspec"]
+    if spec.empty:
+        raise NothingToDraw("no FedSpec results (only FedSpec adapts its rank)")
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.2))
     styles = ["-", "--", ":", "-."]
-    for k, (color, setting) in enumerate(zip(OKABE_ITO, _settings(spec) if not spec.empty else [])):
+    for k, (color, setting) in enumerate(zip(OKABE_ITO, _settings(spec))):
         curve = _mean_curve(spec[spec["setting"] == setting], "rank")
         # Equal ranks overlap: dashes and a small offset keep every setting visible.
         ax.step(curve["round"], curve["mean"] + 0.06 * (k - 1), where="post", color=color, label=setting,
@@ -101,28 +118,38 @@ def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("round")
     ax.set_ylabel("FedSpec rank r")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    if not spec.empty:
-        ax.legend(loc="lower right")
+    ax.legend(loc="lower right")
     fig.savefig(path)
     plt.close(fig)
 
 
 def final_accuracy_vs_alpha(data: pd.DataFrame, path: Path) -> None:
+    """Final accuracy over Dirichlet α per method, with IID and centralized results as horizontal references."""
     dirichlet = data[data["partition"] == "dirichlet"]
+    if dirichlet.empty:
+        raise NothingToDraw("no Dirichlet results (IID and centralized ones are only its reference lines)")
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.2))
     final = dirichlet.sort_values("round").groupby("item").agg(method=("method", "first"), alpha=("alpha", "first"),
                                                                 acc=("test_accuracy", "last"))
     for m in ("fedavg", "fedspec"):
-        sub = final[final["method"] == m].groupby("alpha")["acc"].agg(["mean", "std"]).reset_index()
-        if sub.empty:
-            continue
         style = METHOD_STYLE[m]
-        ax.errorbar(sub["alpha"], sub["mean"], yerr=sub["std"].fillna(0), color=style["color"], marker=style["marker"],
-                    capsize=2, label=style["label"])
+        sub = final[final["method"] == m].groupby("alpha")["acc"].agg(["mean", "std"]).reset_index()
+        if not sub.empty:
+            ax.errorbar(sub["alpha"], sub["mean"], yerr=sub["std"].fillna(0), color=style["color"], marker=style["marker"],
+                        capsize=2, label=style["label"])
+        iid = data[(data["method"] == m) & (data["partition"] == "iid")]
+        if not iid.empty:
+            ax.axhline(_final_accuracy(iid).mean(), color=style["color"], linestyle="--", linewidth=1, label=f"{style['label']}, IID")
+    central = data[data["method"] == "centralized"]
+    if not central.empty:
+        ax.axhline(_final_accuracy(central).mean(), color="black", linestyle=":", linewidth=1, label="Centralized")
     ax.set_xscale("log")
+    alphas = sorted(final["alpha"].unique())
+    ax.set_xticks(alphas, labels=[f"{a:g}" for a in alphas])  # the grid's own α, not powers of ten
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(r"Dirichlet $\alpha$ (log scale; smaller = more non-IID)")
     ax.set_ylabel("final test accuracy")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.savefig(path)
     plt.close(fig)
 

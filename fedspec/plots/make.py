@@ -15,7 +15,7 @@ from fedspec.checkpoint_file import read_header
 from fedspec.config import ExperimentSpec, spec_changes
 from fedspec.errors import ConfigError, FedspecError
 from fedspec.plots.data import load_results, summarize, summary_markdown
-from fedspec.plots.figures import FIGURES, label_distribution, style
+from fedspec.plots.figures import FIGURES, NothingToDraw, federated, label_distribution, style
 
 
 class NoResults(FedspecError):
@@ -124,15 +124,17 @@ def _partitions(data, specs: dict[str, dict[str, Any]]) -> dict[str, tuple[list[
     from fedspec.fl.splits import train_labels
 
     out: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
-    fed = data[data["method"] != "centralized"].drop_duplicates("setting").sort_values(["partition", "alpha"])
-    for _, row in fed.iterrows():
+    for _, row in federated(data).drop_duplicates("setting").sort_values(["partition", "alpha"]).iterrows():
         spec = specs.get(row["item"], {})
-        labels = train_labels(str(row["task"]), spec.get("max_train_samples"))
-        if labels is None:
-            continue
-        clients = int(spec.get("clients", row.get("clients_ok", 10) + row.get("clients_failed", 0)))
-        alpha = float(row["alpha"]) if row["partition"] == "dirichlet" else 1.0
-        parts = partition(labels, str(row["partition"]), clients, alpha, int(row["seed"]), int(spec.get("min_client_size", 10)))
+        try:
+            labels = train_labels(str(row["task"]), spec.get("max_train_samples"))
+            if labels is None:
+                raise NothingToDraw(f"only digits' labels are read without torch, not {row['task']}'s")
+            clients = int(spec.get("clients", row.get("clients_ok", 10) + row.get("clients_failed", 0)))
+            alpha = float(row["alpha"]) if row["partition"] == "dirichlet" else 1.0
+            parts = partition(labels, str(row["partition"]), clients, alpha, int(row["seed"]), int(spec.get("min_client_size", 10)))
+        except FedspecError as err:  # no scikit-learn, a split the CSV's client count cannot make
+            raise NothingToDraw(str(err)) from None
         out[row["setting"]] = (parts, labels)
     return out
 
@@ -163,24 +165,25 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
     missing = _not_shown(states, data)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    figures = {**FIGURES, "label_distribution": lambda data, path: label_distribution(_partitions(data, specs), path)}
+    not_drawn: dict[str, list[str]] = {}  # why -> figures
+    stale: list[str] = []
     with style():
-        for name, draw in FIGURES.items():
-            for fmt in formats:
-                path = out / f"{name}.{fmt}"
-                draw(data, path)
-                written.append(path)
-        try:
-            parts = _partitions(data, specs)
-        except FedspecError as err:
-            parts = {}
-            notes.append(f"label distribution skipped: {err}")
-        if parts:
-            for fmt in formats:
-                path = out / f"label_distribution.{fmt}"
-                label_distribution(parts, path)
-                written.append(path)
-        elif not any("label distribution" in n for n in notes):
-            notes.append("label distribution skipped: needs the digits task's labels (other tasks load their data with torch)")
+        for name, draw in figures.items():
+            paths = [out / f"{name}.{fmt}" for fmt in formats]
+            try:
+                for path in paths:
+                    draw(data, path)
+                    written.append(path)
+            except NothingToDraw as why:
+                not_drawn.setdefault(str(why), []).append(name)
+                # An earlier run's file (another --task, results since moved away) would read as this run's figure.
+                stale += [path.name for path in paths if path.exists()]
+                for path in paths:
+                    path.unlink(missing_ok=True)
+    notes += [f"{', '.join(names)} not drawn: {why}" for why, names in not_drawn.items()]
+    if stale:
+        notes.append(f"removed from {out} the earlier {', '.join(stale)}, of results no longer drawn")
     summary = summarize(data)
     below = [line for line in (other_tasks, _other_settings(root, data, specs), missing, *_repeated_seeds(data)) if line]
     write_text(out / "summary.csv", summary.to_csv(index=False))

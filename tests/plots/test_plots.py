@@ -230,3 +230,45 @@ def test_results_of_other_settings_are_named_not_averaged_silently(root: Path) -
             "them as the same experiment; move them out of paper_results, or give each setting its own root")
     assert line in notes  # how clients were trained (together, retried) is not a setting that makes another experiment
     assert (root / "p" / "summary.md").read_text().endswith(f"\n{line}.\n")
+
+
+def test_a_figure_with_nothing_to_draw_is_named_in_a_note_not_written_empty(tmp_path: Path) -> None:
+    """A root of FedAvg IID runs drew an empty rank figure and an empty α figure, and printed matplotlib's UserWarning."""
+    res_dir = tmp_path / "paper_results"
+    res_dir.mkdir()
+    (res_dir / "fedavg_iid.csv").write_text(to_csv_text(rows("fedavg", None, 1, [0.5, 0.6], partition="iid")))
+    (res_dir / "centralized.csv").write_text(to_csv_text(rows("centralized", None, 1, [0.9, 0.95], partition="pooled")))
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "rank_vs_round.png").write_bytes(b"an earlier run's figure")
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    notes = " ".join(res.stderr.split())
+    assert "rank_vs_round not drawn: no FedSpec results" in notes
+    assert "final_accuracy_vs_alpha not drawn: no Dirichlet results" in notes
+    assert f"removed from {out} the earlier rank_vs_round.png" in notes
+    assert "Warning" not in res.stderr, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_round.png", "communication_vs_accuracy.png", "gap_vs_round.png",
+                                                     "label_distribution.png", "summary.csv", "summary.md"]
+
+    (res_dir / "fedavg_iid.csv").unlink()  # a trial centralized run alone: one note for the figures of federated rounds
+    res = subprocess.run(fedspec_cmd("plots", "--root", str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Warning" not in res.stderr, res.stderr
+    assert ("accuracy_vs_round, gap_vs_round, communication_vs_accuracy, label_distribution not drawn: no FedAvg or FedSpec "
+            "results, only centralized ones") in " ".join(res.stderr.split())
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "summary.md"]
+
+
+def test_final_accuracy_vs_alpha_marks_the_grids_alphas_and_draws_iid_and_centralized_as_references(root: Path) -> None:
+    import matplotlib
+
+    from fedspec.plots.figures import final_accuracy_vs_alpha, style
+
+    (root / "paper_results" / "fedspec_iid.csv").write_text(to_csv_text(rows("fedspec", None, 1, [0.6, 0.88], partition="iid")))
+    data, _ = load_results(root)
+    with style(), matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text in the SVG
+        final_accuracy_vs_alpha(data, root / "alpha.svg")
+    svg = (root / "alpha.svg").read_text()
+    for text in ("FedAvg", "FedSpec", "FedSpec, IID", "Centralized", ">0.1<", ">0.5<"):
+        assert text in svg, text
+    assert "FedAvg, IID" not in svg  # no FedAvg IID result: no line for it
