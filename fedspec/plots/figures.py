@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -53,6 +53,11 @@ def _panels(n: int, height: float = 2.2):
     return fig, axes[0]
 
 
+def _round_axis(ax) -> None:
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no round 1.5 on a short run's axis
+
+
 def _mean_curve(df: pd.DataFrame, col: str) -> pd.DataFrame:
     return df.groupby("round")[col].agg(["mean", "std", "count"]).reset_index()
 
@@ -83,7 +88,7 @@ def _per_setting(data: pd.DataFrame, col: str, ylabel: str, path: Path, legend_l
         if log:
             ax.set_yscale("log")
         ax.set_title(setting)
-        ax.set_xlabel("round")
+        _round_axis(ax)
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(loc=legend_loc)
     fig.savefig(path)
@@ -115,7 +120,7 @@ def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
         # Equal ranks overlap: dashes and a small offset keep every setting visible.
         ax.step(curve["round"], curve["mean"] + 0.06 * (k - 1), where="post", color=color, label=setting,
                 linestyle=styles[k % len(styles)])
-    ax.set_xlabel("round")
+    _round_axis(ax)
     ax.set_ylabel("FedSpec rank r")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="lower right")

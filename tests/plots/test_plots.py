@@ -272,3 +272,20 @@ def test_final_accuracy_vs_alpha_marks_the_grids_alphas_and_draws_iid_and_centra
     for text in ("FedAvg", "FedSpec", "FedSpec, IID", "Centralized", ">0.1<", ">0.5<"):
         assert text in svg, text
     assert "FedAvg, IID" not in svg  # no FedAvg IID result: no line for it
+
+
+def test_round_axes_show_whole_rounds(root: Path) -> None:
+    """A 3-round run's rank figure was ticked 1.00, 1.25, 1.50 …"""
+    import re
+
+    import matplotlib
+
+    from fedspec.plots.figures import accuracy_vs_round, rank_vs_round, style
+
+    data, _ = load_results(root)
+    for draw in (rank_vs_round, accuracy_vs_round):
+        with style(), matplotlib.rc_context({"svg.fonttype": "none"}):
+            draw(data, root / "f.svg")
+        ticks = re.findall(r">(\d+(?:\.\d+)?)</text>", (root / "f.svg").read_text())
+        assert {"1", "2", "3"} <= set(ticks), (draw.__name__, ticks)
+        assert not [t for t in ticks if "." in t and float(t) > 1], (draw.__name__, ticks)  # accuracy ticks (0.5 …) stay
