@@ -32,7 +32,7 @@ from fedspec.fl.aggregators import make_aggregator
 from fedspec.fl.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint
 from fedspec.fl.client import ClientFailed, LocalResult, TrainSettings, derive_seed, evaluate, train_client
 from fedspec.fl.device import default_batch_size, resolve_device
-from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, state_bytes, trainable_names
+from fedspec.fl.lora import get_state, lora_pairs, mask_inactive, rank_capacity, state_bytes, trainable_names
 from fedspec.fl.partition import partition
 from fedspec.fl.tasks import TaskData, load_task
 from fedspec.results import write_results
@@ -131,6 +131,10 @@ def run_experiment(
     pairs = lora_pairs(trainable_names(model))
     aggregator = make_aggregator(spec)
     state = mask_inactive(get_state(model), pairs, spec.rank)
+    capacity = rank_capacity(state, pairs)
+    if spec.method == "fedspec" and capacity is not None and spec.max_rank > capacity:
+        log.warning("%s: max_rank %d is more than any adapted layer of %s can hold: FedSpec's rank stops at %d",
+                    item_id, spec.max_rank, spec.task, capacity)
     rows: list[dict[str, Any]] = []
     batch_size = spec.batch_size or default_batch_size(spec.task, dev)
     start = 0

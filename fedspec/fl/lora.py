@@ -54,6 +54,14 @@ def set_state(model: nn.Module, state: State) -> None:
             params[name].copy_(value.to(params[name].device, params[name].dtype))
 
 
+def rank_capacity(state: State, pairs: list[LoraPair]) -> int | None:
+    """The largest rank an adapted layer can hold, min(d_out, d_in) of the widest one; None without adapters.
+
+    A rank past it adds components that no layer's update can use.
+    """
+    return max((min(state[p.b].shape[0], state[p.a].shape[1]) for p in pairs), default=None)
+
+
 def mask_inactive(state: State, pairs: list[LoraPair], rank: int) -> State:
     """Zero A rows and B columns beyond ``rank`` (returns new tensors, the input is untouched)."""
     out = dict(state)

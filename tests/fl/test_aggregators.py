@@ -78,6 +78,28 @@ def test_fedspec_rank_never_exceeds_max() -> None:
     assert out.rank == 1
 
 
+def test_fedspec_rank_never_passes_what_the_widest_layer_holds() -> None:
+    """max_rank 200 on digits (layers 64×128 and 128×128) reported FedSpec at rank 184: components no layer can hold."""
+    g = torch.Generator().manual_seed(0)
+    wide, narrow = LoraPair(a="w.lora_A.x", b="w.lora_B.x"), LoraPair(a="n.lora_A.x", b="n.lora_B.x")
+
+    def adapter(d_out: int, d_in: int) -> tuple[torch.Tensor, torch.Tensor]:  # width 8, active rank 2
+        a, b = torch.zeros(8, d_in), torch.zeros(d_out, 8)
+        a[:2], b[:, :2] = torch.randn(2, d_in, generator=g), torch.randn(d_out, 2, generator=g)
+        return a, b
+
+    states = []
+    for _ in range(3):
+        (wa, wb), (na, nb) = adapter(4, 3), adapter(2, 5)  # min(d_out, d_in): 3 and 2
+        states.append({wide.a: wa, wide.b: wb, narrow.a: na, narrow.b: nb})
+    out = fedspec(states, [1, 1, 1], [wide, narrow], rank=2, max_rank=8, step=4, threshold=-1.0,
+                  generator=torch.Generator().manual_seed(1))
+    assert out.rank == 3
+    again = fedspec(states, [1, 1, 1], [wide, narrow], rank=8, max_rank=8, step=4, threshold=-1.0,
+                    generator=torch.Generator().manual_seed(1))
+    assert again.rank == 3  # a start past it too
+
+
 def test_fedspec_reinitialises_components_with_zero_singular_value() -> None:
     # Both clients send the same rank-1 update; growing to rank 2 finds σ₂ = 0.
     a = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])

@@ -40,6 +40,13 @@ def test_run_writes_one_row_per_round_with_every_column(tmp_path: Path, digits) 
     assert int(rows[0]["uplink_bytes"]) > 0 and int(rows[0]["clients_ok"]) == 4
 
 
+def test_a_max_rank_past_what_the_layers_hold_is_said_and_never_reported(tmp_path: Path, digits, caplog) -> None:
+    spec = make_spec(method="fedspec", max_rank=200, rank_step=100, tail_threshold=0.0, **dict(SMALL, rounds=2))
+    run_experiment(spec, "x", tmp_path, task=digits)
+    assert "x: max_rank 200 is more than any adapted layer of digits can hold: FedSpec's rank stops at 128" in caplog.messages
+    assert [int(r["rank"]) for r in read_rows(results_path(tmp_path, "x"), drop=())] == [104, 128]
+
+
 @pytest.mark.parametrize("method", ["fedavg", "fedspec", "centralized"])
 def test_interrupted_and_resumed_run_gives_identical_csv(tmp_path: Path, digits, method: str) -> None:
     spec = make_spec(method=method, tail_threshold=0.0, **SMALL)

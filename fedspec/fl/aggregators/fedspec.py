@@ -6,7 +6,8 @@ components and refactors them as ``B = U√Σ``, ``A = √Σ Vᵀ``.  The rank i
 number for the whole model: when the share of energy (Σσ², the squared
 Frobenius gap) that rank r leaves out exceeds ``tail_threshold``, the rank
 grows to ``min(r + step, r_max)`` *this* round, and clients train at that
-rank from the next round on.
+rank from the next round on.  It never passes the rank the widest adapted
+layer can hold (min(d_out, d_in)), whatever ``r_max`` says.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from fedspec.fl.aggregators.base import Aggregate, active, non_lora_names, normalize, weighted_average
 from fedspec.fl.aggregators.factored import ThinSVD, split_balanced, stack_factors, svd_of_product, tail_energy
-from fedspec.fl.lora import LoraPair, State
+from fedspec.fl.lora import LoraPair, State, rank_capacity
 
 # A singular value this small relative to the layer's largest is a component
 # the clients never trained; it is re-initialised so that it can learn.
@@ -78,8 +79,11 @@ def fedspec(
     """
     w = normalize(weights)
     new = weighted_average(states, w, non_lora_names(states[0], pairs))
-    svds = spectra(states, w, pairs, rank, keep=min(rank + step, max_rank))
-    new_rank, tail_before = choose_rank(svds, rank, max_rank, step, threshold)
+    capacity = rank_capacity(states[0], pairs)
+    limit = max_rank if capacity is None else min(max_rank, capacity)  # the rank no layer can hold is never reported
+    svds = spectra(states, w, pairs, rank, keep=min(rank + step, limit))
+    new_rank, tail_before = choose_rank(svds, rank, limit, step, threshold)
+    new_rank = min(new_rank, limit)
     gap_sq = tail_sq = total_sq = 0.0
     for pair, svd in zip(pairs, svds):
         a_full = torch.zeros_like(states[0][pair.a])
