@@ -63,7 +63,7 @@ class RunDisplay:
         if self.progress is not None:
             self.progress.update(self.bar, completed=done, info=f"resumed after round {done}" if done else "training…")
         else:
-            what = f"resuming after round {done}/{total} from its checkpoint" if done else f"{total} rounds to train"
+            what = f"resuming after round {done}/{total} from its checkpoint" if done else f"{total} round{'s' if total != 1 else ''} to train"
             console.print(escape(f"{self.item_id}: {what}"), highlight=False)
 
     def on_step(self, rnd: int, done: int, total: int) -> None:
@@ -179,6 +179,6 @@ def run(
     secs = sum(r["round_seconds"] for r in new) / max(1, len(new))
     resumed = f", resumed after round {outcome.resumed_from}" if outcome.resumed_from else ""
     out.print(escape(
-        f"{item_id}: {len(rows)} rounds on {rows[-1]['device']}{resumed}; final accuracy {rows[-1]['test_accuracy']:.4f} "
+        f"{item_id}: {len(rows)} round{'s' if len(rows) != 1 else ''} on {rows[-1]['device']}{resumed}; final accuracy {rows[-1]['test_accuracy']:.4f} "
         f"(best {best:.4f}), rank {rows[-1]['rank']}, {secs:.2f} s/round -> {outcome.csv_path}"
     ))
