@@ -37,6 +37,7 @@ class ItemStatus:
     heartbeat_age: float | None = None
     stale: bool = False
     task: str | None = None
+    moved_on: bool = False  # running, but its holder's heartbeat says it stopped or works on another item
 
 
 @dataclass
@@ -183,8 +184,12 @@ def classify(
             else:
                 ttl = float(beat.get("lease_ttl", DEFAULT_TTL))
                 st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl
-            st.state = "running"
-            if st.stale:
+            st.state, st.moved_on = "running", moved_on
+            if moved_on:
+                doing = "stopped" if beat.get("state") == "stopped" else f"works on {beat.get('item')}"
+                warnings.append(f"{item.id}: its holder {claims.holder} has moved on ({doing}) with no result or record "
+                                "for it (its CSV deleted, or one still syncing); a worker takes it over")
+            elif st.stale:
                 warnings.append(f"{item.id}: lease of {claims.holder} looks stale (heartbeat silent); a worker will reclaim it")
         elif claims.attempts >= item.max_attempts:
             st.state = "failed"

@@ -198,17 +198,23 @@ class Worker:
         if self._unreachable_since is not None:
             self._tell(f"the shared folder is reachable again (after {time.monotonic() - self._unreachable_since:.0f}s)")
             self._unreachable_since = None
-        report = classify(self.paths, items, self.observer, self.name, with_progress=False,
-                          grace=max(self.settings.settle, 2 * self.settings.heartbeat), scan_placeholders=self._placeholder_scan_due())
+        grace = max(self.settings.settle, 2 * self.settings.heartbeat)
+        report = classify(self.paths, items, self.observer, self.name, with_progress=False, grace=grace,
+                          scan_placeholders=self._placeholder_scan_due())
         for line in report.warnings:
-            if "stale" not in line:
+            if "stale" not in line and "moved on" not in line:  # this worker takes those over: said below
                 self._warn(line)
         if self._claim_and_run(items, report):
             return False
         pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
-        if not self.settings.wait or pending_here + report.counts["running"] == 0:
+        # Held by a worker that has moved on: this worker takes them over once the grace has passed, --wait or not.
+        orphans = [st for st in report.items if st.state == "running" and st.moved_on and st.task not in self.unavailable]
+        if not (self.settings.wait or orphans) or pending_here + report.counts["running"] == 0:
             self.final = report
             return True
+        for st in orphans:
+            self._warn(f"{st.id}: its holder {st.holder} has moved on with no result for it; taking it over after "
+                       f"{grace:g}s (a sync folder may still be delivering that result)")
         if self.events.on_idle:
             self.events.on_idle(report)
         self._sleep(self.settings.poll)
@@ -236,6 +242,8 @@ class Worker:
                 continue
             if st.state == "running" and st.holder == self.name:
                 log.info("%s: taking it up again (this worker could not hand it back)", st.id)
+            elif st.state == "running" and st.moved_on:
+                log.info("%s: taking it over from %s, which has moved on", st.id, st.holder)
             elif st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
             lease = try_claim(self.paths, st.id, st.generation, self.name, self.settings.settle, self._sleep)

@@ -139,6 +139,33 @@ def test_retry_of_a_done_item_changes_nothing_and_says_how_to_rerun_it(tmp_path:
     assert list((paths.claims / "b").glob("retry.*"))
 
 
+def test_a_done_item_whose_csv_is_deleted_is_run_again_by_any_worker(tmp_path: Path) -> None:
+    """The way `retry` gives to redo a done item: a worker of another name said "1 of 2 items are still running elsewhere"
+    and left, because the claim of the worker that had finished it still stood."""
+    from fedspec.queue.worker import Worker, WorkerEvents, WorkerSettings
+
+    paths = make_root(tmp_path, ("a", "b"))
+
+    def job(item, guard, progress, on_step) -> str:
+        ran.append(item.id)
+        paths.results.mkdir(exist_ok=True)
+        paths.result_csv(item.id).write_text("round\n1\n")
+        return "done"
+
+    ran: list[str] = []
+    settings = WorkerSettings(heartbeat=0.2, poll=0.1)
+    assert Worker(paths, "w1", job, settings).run() == 0 and ran == ["a", "b"]
+    paths.result_csv("a").unlink()
+    st = {s.id: s for s in classify(paths, load_queue(paths)).items}["a"]
+    assert (st.state, st.holder, st.moved_on) == ("running", "w1", True)
+    warnings: list[str] = []
+    started = time.monotonic()
+    assert Worker(paths, "w2", job, settings, WorkerEvents(on_warning=warnings.append)).run() == 0
+    assert ran == ["a", "b", "a"] and time.monotonic() - started < 10
+    assert warnings == ["a: its holder w1 has moved on with no result for it; taking it over after 0.4s (a sync folder may "
+                        "still be delivering that result)"]
+
+
 def test_retry_of_an_id_not_in_the_queue_names_the_queue_and_the_nearest_id(tmp_path: Path) -> None:
     paths = make_root(tmp_path, ("fedavg_dirichlet_alpha0.5", "centralized"))
     for typed, hint in (("fedavg_dirichlet_alpha05", "; did you mean 'fedavg_dirichlet_alpha0.5'?"),
