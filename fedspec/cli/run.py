@@ -107,7 +107,7 @@ def run(
     optimizer: str = typer.Option("adamw", help="sgd (momentum 0.9), adam or adamw; fresh each round."),
     lr: Optional[float] = typer.Option(None, help="Learning rate; default depends on the task."),
     rank: int = typer.Option(4, help="Initial LoRA rank."),
-    max_rank: int = typer.Option(16, help="Largest rank FedSpec may grow to."),
+    max_rank: int = typer.Option(16, help="Largest rank FedSpec may grow to (never past min(d_out, d_in) of the widest adapted layer)."),
     rank_step: int = typer.Option(2, help="How much FedSpec grows the rank at a time."),
     tail_threshold: float = typer.Option(0.005, help="FedSpec grows the rank when the left-out energy share exceeds this."),
     lora_alpha: float = typer.Option(8.0, help="LoRA scaling is lora_alpha / rank, fixed for the run."),
