@@ -53,6 +53,13 @@ def _panels(n: int, height: float = 2.2):
     return fig, axes[0]
 
 
+def _save(fig, paths: tuple[Path, ...]) -> None:
+    """One drawing written in every requested format."""
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+
+
 def _round_axis(ax) -> None:
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no round 1.5 on a short run's axis
@@ -77,7 +84,7 @@ def _plot_methods(ax, df: pd.DataFrame, col: str, methods=("fedavg", "fedspec"))
                             color=style["color"], alpha=0.2, linewidth=0)
 
 
-def _per_setting(data: pd.DataFrame, col: str, ylabel: str, path: Path, legend_loc: str, log: bool = False,
+def _per_setting(data: pd.DataFrame, col: str, ylabel: str, paths: tuple[Path, ...], legend_loc: str, log: bool = False,
                  reference: Callable | None = None) -> None:
     """One panel per partition setting, FedAvg vs FedSpec curves of ``col`` over rounds."""
     fig, axes = _panels(len(_settings(data)))
@@ -91,25 +98,24 @@ def _per_setting(data: pd.DataFrame, col: str, ylabel: str, path: Path, legend_l
         _round_axis(ax)
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(loc=legend_loc)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, paths)
 
 
-def accuracy_vs_round(data: pd.DataFrame, path: Path) -> None:
+def accuracy_vs_round(data: pd.DataFrame, *paths: Path) -> None:
     central = data[data["method"] == "centralized"]
 
     def centralized_line(ax) -> None:
         if not central.empty:
             ax.axhline(_final_accuracy(central).mean(), color="black", linestyle=":", linewidth=1, label="Centralized (final)")
 
-    _per_setting(data, "test_accuracy", "test accuracy", path, "lower right", reference=centralized_line)
+    _per_setting(data, "test_accuracy", "test accuracy", paths, "lower right", reference=centralized_line)
 
 
-def gap_vs_round(data: pd.DataFrame, path: Path) -> None:
-    _per_setting(data, "frobenius_gap", r"$\|\sum_i w_i B_i A_i - BA\|_F$", path, "upper right", log=True)
+def gap_vs_round(data: pd.DataFrame, *paths: Path) -> None:
+    _per_setting(data, "frobenius_gap", r"$\|\sum_i w_i B_i A_i - BA\|_F$", paths, "upper right", log=True)
 
 
-def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
+def rank_vs_round(data: pd.DataFrame, *paths: Path) -> None:
     spec = data[data["method"] == "fedspec"]
     if spec.empty:
         raise NothingToDraw("no FedSpec results (only FedSpec adapts its rank)")
@@ -124,11 +130,10 @@ def rank_vs_round(data: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("FedSpec rank r")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="lower right")
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, paths)
 
 
-def final_accuracy_vs_alpha(data: pd.DataFrame, path: Path) -> None:
+def final_accuracy_vs_alpha(data: pd.DataFrame, *paths: Path) -> None:
     """Final accuracy over Dirichlet α per method, with IID and centralized results as horizontal references."""
     dirichlet = data[data["partition"] == "dirichlet"]
     if dirichlet.empty:
@@ -155,11 +160,10 @@ def final_accuracy_vs_alpha(data: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel(r"Dirichlet $\alpha$ (log scale; smaller = more non-IID)")
     ax.set_ylabel("final test accuracy")
     ax.legend(loc="best")
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, paths)
 
 
-def communication_vs_accuracy(data: pd.DataFrame, path: Path) -> None:
+def communication_vs_accuracy(data: pd.DataFrame, *paths: Path) -> None:
     settings = _settings(data)
     fig, axes = _panels(len(settings))
     for ax, setting in zip(axes, settings):
@@ -174,11 +178,10 @@ def communication_vs_accuracy(data: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("cumulative communication (MB)")
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(loc="lower right")
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, paths)
 
 
-def label_distribution(parts_by_setting: dict[str, tuple[list[np.ndarray], np.ndarray]], path: Path) -> None:
+def label_distribution(parts_by_setting: dict[str, tuple[list[np.ndarray], np.ndarray]], *paths: Path) -> None:
     """Stacked bars: samples of each class held by each client, one panel per setting."""
     fig, axes = _panels(len(parts_by_setting), height=2.4)
     for ax, (setting, (parts, labels)) in zip(axes, parts_by_setting.items()):
@@ -194,11 +197,10 @@ def label_distribution(parts_by_setting: dict[str, tuple[list[np.ndarray], np.nd
         ax.set_xticks(np.arange(len(parts)))
     axes[0].set_ylabel("training samples")
     axes[-1].legend(title="label", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, paths)
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+FIGURES: dict[str, Callable[..., None]] = {  # (data, *paths): one drawing, saved to each path
     "accuracy_vs_round": accuracy_vs_round,
     "gap_vs_round": gap_vs_round,
     "rank_vs_round": rank_vs_round,

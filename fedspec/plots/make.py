@@ -165,16 +165,15 @@ def make_plots(root: Path, out: Path, formats: list[str], specs: dict[str, dict[
     missing = _not_shown(states, data)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    figures = {**FIGURES, "label_distribution": lambda data, path: label_distribution(_partitions(data, specs), path)}
+    figures = {**FIGURES, "label_distribution": lambda data, *paths: label_distribution(_partitions(data, specs), *paths)}
     not_drawn: dict[str, list[str]] = {}  # why -> figures
     stale: list[str] = []
     with style():
         for name, draw in figures.items():
             paths = [out / f"{name}.{fmt}" for fmt in formats]
             try:
-                for path in paths:
-                    draw(data, path)
-                    written.append(path)
+                draw(data, *paths)  # drawn once, saved in each format
+                written += paths
             except NothingToDraw as why:
                 not_drawn.setdefault(str(why), []).append(name)
                 # An earlier run's file (another --task, results since moved away) would read as this run's figure.
