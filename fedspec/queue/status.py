@@ -179,18 +179,17 @@ def classify(
                 waited = observer.held_for(f"moved-on:{item.id}:{claims.generation}", moved_on)
                 st.stale = (claims.holder == worker or observer.is_stale(claims.holder)
                             or (moved_on and waited >= grace))
-            elif moved_on:
+            elif moved_on:  # `fedspec status`: a worker acts on these leases itself and says so; a reader is told here
                 st.stale = True
-            else:
-                ttl = float(beat.get("lease_ttl", DEFAULT_TTL))
-                st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl
-            st.state, st.moved_on = "running", moved_on
-            if moved_on:
                 doing = "stopped" if beat.get("state") == "stopped" else f"works on {beat.get('item')}"
                 warnings.append(f"{item.id}: its holder {claims.holder} has moved on ({doing}) with no result or record "
                                 "for it (its CSV deleted, or one still syncing); a worker takes it over")
-            elif st.stale:
-                warnings.append(f"{item.id}: lease of {claims.holder} looks stale (heartbeat silent); a worker will reclaim it")
+            else:
+                ttl = float(beat.get("lease_ttl", DEFAULT_TTL))
+                st.stale = st.heartbeat_age is None or st.heartbeat_age > ttl
+                if st.stale:
+                    warnings.append(f"{item.id}: lease of {claims.holder} looks stale (heartbeat silent); a worker will reclaim it")
+            st.state, st.moved_on = "running", moved_on
         elif claims.attempts >= item.max_attempts:
             st.state = "failed"
         statuses.append(st)

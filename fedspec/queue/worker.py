@@ -202,8 +202,7 @@ class Worker:
         report = classify(self.paths, items, self.observer, self.name, with_progress=False, grace=grace,
                           scan_placeholders=self._placeholder_scan_due())
         for line in report.warnings:
-            if "stale" not in line and "moved on" not in line:  # this worker takes those over: said below
-                self._warn(line)
+            self._warn(line)
         if self._claim_and_run(items, report):
             return False
         pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
