@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -62,6 +63,50 @@ def folder_root(root: Path) -> Path:
     return root
 
 
+FSTAB = Path("/etc/fstab")
+MOUNTS = Path("/proc/self/mounts")
+# File systems that live elsewhere, and fstab options that mount only on demand: where /etc/fstab lists
+# one of these and nothing is mounted, the folder is the local disk's empty mount point.
+_SHARES = {"cifs", "smb3", "smbfs", "nfs", "nfs4", "afs", "ceph", "glusterfs", "davfs", "9p", "sshfs", "fuse.sshfs", "fuse.rclone"}
+_ON_DEMAND = {"noauto", "x-systemd.automount"}
+
+
+def _mount_table(path: Path) -> list[list[str]]:
+    """The fields of an fstab-format table (fstab, /proc/self/mounts), ``\\040``-style escapes decoded; [] if unreadable."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not fields[0].startswith("#"):
+            rows.append([re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f) for f in fields])
+    return rows
+
+
+def unmounted_share(folder: Path) -> tuple[str, str] | None:
+    """(mount point, what mounts there) when ``folder`` lies under a share that /etc/fstab lists but nothing is mounted on.
+
+    On Linux a share that did not mount at boot leaves its mount point as an
+    empty folder on the local disk, where a root would be created and trained
+    into unseen by the other machines.  (macOS removes an unmounted share's
+    /Volumes folder, and Windows its drive letter, so a missing parent catches
+    those.)
+    """
+    real = os.path.realpath(folder)  # first: looking a path up may mount an automounted share
+    mounted = {row[1] for row in _mount_table(MOUNTS)}
+    if not mounted:  # no /proc (macOS, Windows): nothing to compare with
+        return None
+    for source, point, fstype, options, *_ in _mount_table(FSTAB):
+        point = os.path.normpath(point)
+        if point == "/" or point in mounted or not (real == point or real.startswith(point + os.sep)):
+            continue
+        if fstype in _SHARES or _ON_DEMAND & set(options.split(",")):
+            return point, f"{source} ({fstype})"
+    return None
+
+
 def writable_root(root: Path, create: bool = True) -> Path:
     """Resolve ``root`` and check it is a folder that can be written; creates it if missing and ``create``.
 
@@ -78,6 +123,11 @@ def writable_root(root: Path, create: bool = True) -> Path:
     if not create and not root.is_dir():
         raise RootError(f"{root}: no such folder (is the shared folder mounted?); "
                         "to start a new queue there, pass --grid FILE")
+    share = unmounted_share(root)
+    if share is not None:
+        raise RootError(f"{root}: nothing is mounted on {share[0]}, where /etc/fstab mounts {share[1]}; "
+                        f"mount it first (`mount {share[0]}`): a root there now would be on this machine's own disk, "
+                        "seen by no other machine")
     parent = root.absolute().parent
     if not root.is_dir() and not parent.is_dir():
         # A mistyped path or a share that is not there (~/Dropbox on a machine that syncs elsewhere) would
