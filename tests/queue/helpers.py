@@ -13,7 +13,9 @@ from fedspec.checkpoint_file import read_header
 from fedspec.errors import CheckpointError
 from tests.conftest import fedspec_cmd
 
-FAST = ["--lease-ttl", "2", "--heartbeat", "0.4", "--settle", "0", "--poll", "0.3"]
+# Short leases for quick takeovers; one torch thread each, as the README advises for several workers
+# on one machine (cores / workers): the tests run two or three at a time on a couple of cores.
+FAST = ["--lease-ttl", "2", "--heartbeat", "0.4", "--settle", "0", "--poll", "0.3", "--threads", "1"]
 
 
 def write_grid(path: Path, rounds: int, alphas: str = "[0.5]", methods: str = '["fedavg", "fedspec"]',

@@ -217,9 +217,9 @@ def test_a_round_in_flight_shows_its_progress_on_the_terminal_and_in_status(tmp_
     import os
     import pty
 
-    grid = tmp_path / "g.toml"  # clients one by one, 30 epochs: rounds of ~1-2 s, reported step by step
+    grid = tmp_path / "g.toml"  # clients one by one, 10 epochs: rounds of a few seconds, reported step by step
     grid.write_text('[grid]\nmethods = ["fedavg"]\nalphas = [0.5]\n[experiment]\nclients = 4\nrounds = 2\n'
-                    'min_client_size = 5\nlocal_epochs = 30\nparallel_clients = "off"\n')
+                    'min_client_size = 5\nlocal_epochs = 10\nparallel_clients = "off"\n')
     root = tmp_path / "root"
     primary, secondary = pty.openpty()  # a terminal, as a researcher runs it (pipes and log files get no bar)
     proc = subprocess.Popen(fedspec_cmd("worker", "--root", str(root), "--grid", str(grid), "--name", "tty", "--lease-ttl", "2",
