@@ -4,7 +4,8 @@ Every record about an item is a file written once by one worker, in
 ``distributed_work/claims/<item>/``:
 
 * ``gNNNNN.<worker>.claim.json``     the worker claims generation N
-* ``gNNNNN.<worker>.failed.json``    its attempt at generation N failed (with the error)
+* ``gNNNNN.<worker>.failed.json``    its attempt at generation N failed (with the error; ``final`` when
+                                     no attempt can succeed: the item's own settings are invalid)
 * ``gNNNNN.<worker>.released.json``  it gave generation N back (Ctrl-C, SIGTERM)
 * ``retry.gNNNNN.<worker>.json``     a user reset the attempts counted up to generation N
 
@@ -44,6 +45,7 @@ class ItemClaims:
     ended: str | None = None  # "failed" / "released" when the holder left the top generation
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (gen, worker, error) counted since the last retry
     foreign: list[str] = field(default_factory=list)  # files that are not fedspec records
+    final: bool = False  # one of those failures says no attempt can succeed (the item's settings are invalid)
 
     @property
     def attempts(self) -> int:
@@ -76,6 +78,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
     claims: dict[int, list[str]] = {}
     ended: dict[tuple[int, str], str] = {}
     failures: list[tuple[int, str, str]] = []
+    finals: list[int] = []  # generations of final failures
     retry_gen = 0
     foreign = []
     try:
@@ -96,6 +99,8 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
                     data, _ = read_json(folder / name)
                     error = str(data.get("error", "unknown error")) if isinstance(data, dict) else "unknown error"
                     failures.append((gen, worker, error))
+                    if isinstance(data, dict) and data.get("final") is True:
+                        finals.append(gen)
             continue
         r = RETRY_RE.match(name)
         if r:
@@ -109,6 +114,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
         out.holder = min(claims[top])
         out.ended = ended.get((top, out.holder))
     out.failures = sorted(f for f in failures if f[0] > retry_gen)
+    out.final = any(gen > retry_gen for gen in finals)
     return out
 
 
@@ -139,8 +145,9 @@ class Lease:
                 f"now generation {now.generation} by {now.holder})"
             )
 
-    def fail(self, error: str) -> None:
-        _record(self.paths, self.item_id, self.generation, self.worker, "failed", {"error": error})
+    def fail(self, error: str, final: bool = False) -> None:
+        """Record this attempt as failed; ``final``: no attempt can succeed, the item fails now, its other attempts unused."""
+        _record(self.paths, self.item_id, self.generation, self.worker, "failed", {"error": error, "final": final})
 
     def release(self) -> None:
         _record(self.paths, self.item_id, self.generation, self.worker, "released", {})

@@ -1,7 +1,7 @@
 """Classify every item of a root from its files (jug's ``update_status``); printing lives in the CLI.
 
 Status is derived, never stored: done = a result CSV, failed = attempts used
-up, running = a live holder, pending = anything else.
+up (or one failure that no attempt can mend), running = a live holder, pending = anything else.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def classify(
                 if st.stale:
                     warnings.append(f"{item.id}: lease of {claims.holder} looks stale (heartbeat silent); a worker will reclaim it")
             st.state, st.moved_on = "running", moved_on
-        elif claims.attempts >= item.max_attempts:
+        elif claims.attempts >= item.max_attempts or claims.final:
             st.state = "failed"
         statuses.append(st)
     counts = {s: sum(1 for i in statuses if i.state == s) for s in STATES}

@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fedspec.errors import (FedspecError, FolderUnreachable, LeaseLost, NameInUse, NotSyncedYet, QueueError, RootError,
-                            StorageError, TaskError, describe_os_error, folder_failure)
+from fedspec.errors import (ConfigError, FedspecError, FolderUnreachable, LeaseLost, NameInUse, NotSyncedYet, QueueError,
+                            RootError, StorageError, TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
@@ -309,6 +309,9 @@ class Worker:
             outcome = "released"
             if self.stop_signal is None and self.heartbeat.namesake is None:
                 self.stop_signal = signal.SIGINT
+        except ConfigError as err:  # the item's settings are invalid (a hand-edited spec): the same on every attempt
+            outcome, error = "failed", str(err)
+            lease.fail(error, final=True)
         except FedspecError as err:
             outcome, error = "failed", str(err)
             lease.fail(error)

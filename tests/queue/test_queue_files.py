@@ -337,6 +337,14 @@ def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> N
     (st,) = classify(RootPaths(tmp_path), load_queue(RootPaths(tmp_path))).items
     assert st.state == "failed" and "\n" not in st.error
     assert "item x: method: got 'fedprox'" in st.error
+    # Settings that no attempt can mend fail the item at its first attempt: it was run (and failed) three times.
+    assert st.attempts == 1 and res.stderr.count("x: claimed") == 1 and "worker w: 1 failed" in res.stdout
+    # `retry` puts it back; a fixed spec then runs.
+    queue["items"][0]["spec"]["method"] = "fedavg"
+    (tmp_path / "distributed_work" / "work_queue.json").write_text(json.dumps(queue))
+    assert subprocess.run(fedspec_cmd("retry", "x", "--root", str(tmp_path)), capture_output=True, timeout=60).returncode == 0
+    (st,) = classify(RootPaths(tmp_path), load_queue(RootPaths(tmp_path))).items
+    assert st.state == "pending" and st.attempts == 0
 
 
 def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path: Path) -> None:
