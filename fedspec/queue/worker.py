@@ -309,12 +309,10 @@ class Worker:
             outcome = "released"
             if self.stop_signal is None and self.heartbeat.namesake is None:
                 self.stop_signal = signal.SIGINT
-        except ConfigError as err:  # the item's settings are invalid (a hand-edited spec): the same on every attempt
-            outcome, error = "failed", str(err)
-            lease.fail(error, final=True)
         except FedspecError as err:
             outcome, error = "failed", str(err)
-            lease.fail(error)
+            # Invalid settings of the item's own (a hand-edited spec) are the same on every attempt: it fails now.
+            lease.fail(error, final=isinstance(err, ConfigError))
         except OSError as err:
             if not self._machine_error(err):
                 outcome, error = self._crashed(item, lease, err)
