@@ -141,7 +141,7 @@ def run(
         min_client_size=min_client_size, grad_clip=grad_clip or None, client_retries=client_retries,
         max_train_samples=max_train_samples, group_by_length=group_by_length, parallel_clients=parallel_clients, seed=seed, device=device,
     )
-    item_id = check_item_id(name or spec.item_id(), "--name")
+    item_id = check_item_id(spec.item_id() if name is None else name, "--name")  # --name "" is refused, not the default
     check_splittable("fedspec run", [(item_id, spec)])  # before the root is made: too many clients leaves nothing behind
     root = writable_root(root)
     _refuse_a_queued_name(RootPaths(root), item_id, spec)

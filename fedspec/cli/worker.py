@@ -109,7 +109,7 @@ def worker(
         raise ConfigError(f"--lease-ttl ({lease_ttl}) must be positive and at least twice --heartbeat ({heartbeat})")
     worker_name = None  # named (and the name held) before the grid is added: a refused worker adds nothing
     if max_items != 0:
-        worker_name = hold_name(check_worker_name(name), folder_root(root)) if name else default_worker_name()
+        worker_name = default_worker_name() if name is None else hold_name(check_worker_name(name), folder_root(root))
     if grid is not None:
         paths = _add_grid(root, grid)
     else:

@@ -23,6 +23,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["--rank", "8", "--max-rank", "4"], "max_rank (4) must be >= rank (8)"),
         (["--device", "cuda"], "device: 'cuda' was requested but CUDA is not available"),
         (["--name", "../escape"], "is not a valid item id"),
+        (["--name", ""], "--name: '' is not a valid item id"),  # was taken for no --name: the default name
         (["--clients", "500"], "min_client_size: 500 clients"),
     ],
 )

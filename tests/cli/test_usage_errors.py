@@ -215,10 +215,12 @@ def test_a_missing_root_is_named_as_missing_and_a_relative_one_in_full(tmp_path:
         assert res.returncode == 2 and res.stderr.startswith(f"error: {tmp_path}: not a fedspec root"), res.stderr
 
 
-def test_a_worker_name_that_is_refused_adds_no_grid(tmp_path: Path) -> None:
-    """The name was checked after the grid was queued: the command failed, yet the root and its queue were made."""
+@pytest.mark.parametrize("name", ["a b", ""])
+def test_a_worker_name_that_is_refused_adds_no_grid(tmp_path: Path, name: str) -> None:
+    """The name was checked after the grid was queued: the command failed, yet the root and its queue were made.
+    An empty --name (an unset variable in a script: --name "$NAME") was taken for no --name: the machine's default."""
     root = tmp_path / "root"
-    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--name", "a b"), capture_output=True,
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--name", name), capture_output=True,
                          text=True, timeout=120)
-    assert res.returncode == 2 and res.stdout == "" and "--name: 'a b' is not a valid worker name" in res.stderr, res.stderr
+    assert res.returncode == 2 and res.stdout == "" and f"--name: {name!r} is not a valid worker name" in res.stderr, res.stderr
     assert not root.exists()
