@@ -48,26 +48,28 @@ def render(report: StatusReport, width: int = 80) -> Group:
     """The status view for a console ``width`` columns wide (names wrap at 14 columns below 160)."""
     c = report.counts
     total = sum(c.values())
-    if report.eta_seconds is not None:
-        eta = _age(report.eta_seconds)
+    if not (c["pending"] or c["running"]):  # "ETA 0s" read as nearly done, failed items and all
+        eta = "nothing left to run" + (": `fedspec retry --failed` puts the failed back" if c["failed"] else "")
+    elif report.eta_seconds is not None:
+        eta = "ETA " + _age(report.eta_seconds)
     elif report.live_workers == 0 and (c["pending"] or c["running"]):
-        eta = "- (no worker running: start `fedspec worker`)"
+        eta = "ETA - (no worker running: start `fedspec worker`)"
     else:
-        eta = "unknown"
+        eta = "ETA unknown"
     head = (f"[bold]{total} item{'' if total == 1 else 's'}[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "
-            f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   ETA {eta}")
+            f"[green]{c['done']} done[/green], [red]{c['failed']} failed[/red]   {eta}")
     # Fits an 80-column terminal: long item ids and worker names wrap rather than lose their ends to
     # an ellipsis ("fedspec_dirichlet_alpha0…" hid which alpha it was), headers are short, and the
     # (long) last errors are listed under the table instead of squeezing every column.  A wide
     # console (a log, a pipe) keeps every name on one line.
     name_width = 14 if width < 160 else None
-    items = Table(show_edge=False, header_style="bold", caption="seen: since the holder's last heartbeat",
+    items = Table(show_edge=False, header_style="bold", caption="seen: since the holder's last heartbeat; fails: failed attempts since the last retry",
                   caption_justify="left")
     items.add_column("item", overflow="fold")
     items.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (stale)" wraps after "running"
     items.add_column("round", no_wrap=True, min_width=5)
     items.add_column("holder", overflow="fold", max_width=name_width)
-    for col in ("seen", "acc", "tries"):
+    for col in ("seen", "acc", "fails"):  # not "tries": a done item read "tries 0"
         items.add_column(col, no_wrap=True, min_width=len(col))
     errors = []
     for i in report.items:

@@ -268,6 +268,26 @@ def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> N
     assert "ETA - (no worker running: start `fedspec worker`)" in render_text(report)
 
 
+def test_a_queue_with_nothing_left_to_run_shows_no_eta(tmp_path: Path) -> None:
+    """Every item done or failed: the head said "ETA 0s" (nearly done, with a failed item too), and a done item's
+    column of failed attempts, headed "tries", read "tries 0"."""
+    paths = make_root(tmp_path, ("a", "b"))
+    paths.results.mkdir(parents=True, exist_ok=True)
+    paths.result_csv("a").write_text("round\n1\n2\n")
+    beat(paths, "mac", 5, state="idle", sec_per_round=1.0)
+    head, header = render_text(classify(paths, load_queue(paths))).splitlines()[:2]
+    assert "ETA " in head and "nothing left" not in head  # b is still pending
+    lease = try_claim(paths, "b", 0, "w1", settle_s=0.0)
+    lease.fail("boom", final=True)
+    text = render_text(classify(paths, load_queue(paths)))
+    head, header = text.splitlines()[:2]
+    assert head.endswith("1 done, 1 failed   nothing left to run: `fedspec retry --failed` puts the failed back"), head
+    assert "ETA" not in text and header.split()[-1] == "fails" and "fails: failed" in text  # the caption wraps with the table
+    paths.result_csv("b").write_text("round\n1\n2\n")  # a peer's late result
+    head = render_text(classify(paths, load_queue(paths))).splitlines()[0]
+    assert head.endswith("2 done, 0 failed   nothing left to run"), head
+
+
 def render_text(report) -> str:
     from rich.console import Console
 
