@@ -55,6 +55,11 @@ def round_line(item_id: str, rounds: int, row: dict) -> str:
             f"{row['round_seconds']:.2f}s")
 
 
+def shell_path(path: Path) -> str:
+    """``path`` as an argument to paste into a command: quoted when it holds a space (POSIX shells and cmd.exe alike)."""
+    return f'"{path}"' if " " in str(path) else str(path)
+
+
 def folder_root(root: Path) -> Path:
     """``root`` with ``~`` expanded, made absolute (errors name the folder, not ``.``); a file given as the root is one clear error."""
     root = Path(root).expanduser().absolute()

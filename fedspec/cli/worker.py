@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from fedspec.cli.common import console, folder_root, out, round_line, setup_logging, writable_root
+from fedspec.cli.common import console, folder_root, out, round_line, setup_logging, shell_path, writable_root
 from fedspec.config import load_grid
 from fedspec.fl.partition import check_splittable
 from fedspec.queue.identity import check_worker_name, default_worker_name, hold_name
@@ -202,7 +202,7 @@ def worker(
 
 def next_steps(counts: dict[str, int], root: Path) -> list[str]:
     """What to do once a worker has nothing left to claim: draw the figures, follow the peers, or put failures back."""
-    where = f'"{root}"' if " " in str(root) else str(root)  # pasteable in a POSIX shell and in cmd.exe alike
+    where = shell_path(root)
     total = sum(counts.values())
     lines = []
     if counts["failed"]:

@@ -7,7 +7,8 @@ Every record about an item is a file written once by one worker, in
 * ``gNNNNN.<worker>.failed.json``    its attempt at generation N failed (with the error; ``final`` when
                                      no attempt can succeed: the item's own settings are invalid)
 * ``gNNNNN.<worker>.released.json``  it gave generation N back (Ctrl-C, SIGTERM)
-* ``retry.gNNNNN.<worker>.json``     a user reset the attempts counted up to generation N
+* ``retry.gNNNNN.<worker>.json``     a user reset the attempts counted up to generation N (``rerun``: and
+                                     moved a done item's result aside, so generation N's holder has left it)
 
 Single-writer files cannot conflict on any sync service.  Of several claims
 for the top generation the lowest worker name wins, so every observer agrees
@@ -42,7 +43,7 @@ class ItemClaims:
 
     generation: int = 0  # top generation claimed, 0 = never
     holder: str | None = None  # winner of the top generation
-    ended: str | None = None  # "failed" / "released" when the holder left the top generation
+    ended: str | None = None  # "failed" / "released" / "rerun" when the holder left the top generation
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (gen, worker, error) counted since the last retry
     foreign: list[str] = field(default_factory=list)  # files that are not fedspec records
     final: bool = False  # one of those failures says no attempt can succeed (the item's settings are invalid)
@@ -80,6 +81,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
     failures: list[tuple[int, str, str]] = []
     finals: list[int] = []  # generations of final failures
     retry_gen = 0
+    reruns: set[int] = set()  # generations whose done result a user moved aside
     foreign = []
     try:
         names = sorted(os.listdir(folder))
@@ -105,6 +107,9 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
         r = RETRY_RE.match(name)
         if r:
             retry_gen = max(retry_gen, int(r["gen"]))
+            data, _ = read_json(folder / name)
+            if isinstance(data, dict) and data.get("rerun") is True:
+                reruns.add(int(r["gen"]))
             continue
         foreign.append(name)
     out = ItemClaims(foreign=foreign)
@@ -112,7 +117,7 @@ def read_claims(paths: RootPaths, item_id: str) -> ItemClaims:
         top = max(claims)
         out.generation = top
         out.holder = min(claims[top])
-        out.ended = ended.get((top, out.holder))
+        out.ended = ended.get((top, out.holder)) or ("rerun" if top in reruns else None)
     out.failures = sorted(f for f in failures if f[0] > retry_gen)
     out.final = any(gen > retry_gen for gen in finals)
     return out
@@ -185,10 +190,17 @@ def try_claim(
     return Lease(paths, item_id, gen, worker)
 
 
-def write_retry(paths: RootPaths, item_id: str, worker: str) -> None:
-    """Forget the failures of an item so far: it becomes pending again."""
+def write_retry(paths: RootPaths, item_id: str, worker: str, rerun: bool = False) -> None:
+    """Forget the failures of an item so far: it becomes pending again.
+
+    ``rerun``: the item was done and its result has been moved aside; its
+    last holder has left it, so it is pending at once (an older fedspec sees
+    a holder that moved on, and takes the item over after its grace).
+    """
     claims = read_claims(paths, item_id)
+    rerun = rerun or claims.ended == "rerun"  # a retry after a rerun, before a claim: the same file, the flag kept
     folder = item_folder(paths, item_id)
     make_folder(folder, paths.root)
     write_json(folder / f"retry.g{claims.generation:05d}.{worker}.json",
-               {"item": item_id, "after_generation": claims.generation, "worker": worker, "wall_time": time.time()})
+               {"item": item_id, "after_generation": claims.generation, "worker": worker, "wall_time": time.time(),
+                **({"rerun": True} if rerun else {})})

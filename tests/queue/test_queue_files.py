@@ -133,7 +133,7 @@ def test_retry_of_a_done_item_changes_nothing_and_says_how_to_rerun_it(tmp_path:
     res = subprocess.run(fedspec_cmd("retry", "a", "b", "--root", str(tmp_path), "--name", "me"), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     out = res.stdout.replace("\n", "")
-    assert f"a: done, nothing to put back (to run it again from round 1, delete {paths.result_csv('a')} and " in out
+    assert f"a: done, nothing to put back (`fedspec retry --rerun a --root {tmp_path}` runs it again from round 1" in out
     assert "put back 1 item(s): b" in out
     assert not (paths.claims / "a").exists() or not list((paths.claims / "a").glob("retry.*"))
     assert list((paths.claims / "b").glob("retry.*"))
@@ -187,6 +187,26 @@ def test_lease_is_stale_only_after_ttl_on_the_observers_clock(tmp_path: Path) ->
     assert obs.is_stale("w1")
     obs.observe({"w1": {"counter": 6}})  # it woke up
     assert not obs.is_stale("w1")
+
+
+def test_a_move_aside_that_fails_halfway_puts_back_what_it_moved(tmp_path: Path) -> None:
+    """`retry --rerun` moves the checkpoint, then the CSV: a CSV that cannot move leaves the item done, as it was."""
+    from fedspec.cli.retry import move_aside
+    from fedspec.errors import ConfigError
+
+    paths = make_root(tmp_path, ("a",))
+    paths.checkpoint_folder("a").mkdir(parents=True)
+    (paths.checkpoint_folder("a") / "checkpoint.safetensors").write_bytes(b"ckpt")
+    paths.results.mkdir(parents=True, exist_ok=True)
+    paths.result_csv("a").write_text("round\n1\n")
+    aside = tmp_path / "replaced" / "t"
+    (aside / "paper_results").mkdir(parents=True)
+    (aside / "paper_results" / "a.csv").write_text("an earlier one")
+    with pytest.raises(ConfigError, match="a.csv: already there; nothing moved"):
+        move_aside(paths, "a", aside)
+    assert (paths.checkpoint_folder("a") / "checkpoint.safetensors").read_bytes() == b"ckpt"
+    assert paths.result_csv("a").read_text() == "round\n1\n" and not (aside / "checkpoints_distributed" / "a").exists()
+    assert (aside / "paper_results" / "a.csv").read_text() == "an earlier one"
 
 
 def test_failed_attempts_make_an_item_failed_and_retry_puts_it_back(tmp_path: Path) -> None:

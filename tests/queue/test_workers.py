@@ -321,3 +321,40 @@ def test_a_shared_folder_that_goes_away_stops_a_worker_or_is_waited_for_with_wai
     assert report["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 0}
     assert [item["attempts"] for item in report["items"]] == [0]
     assert rounds_of(root / "paper_results" / "fedavg_dirichlet_alpha0.5.csv") == list(range(1, 61))
+
+
+def test_rerun_moves_a_done_result_aside_and_a_worker_runs_the_item_again_from_round_1(tmp_path: Path) -> None:
+    """`retry` of a done item only said which two paths to delete by hand; the item then read "running (stale)", its
+    holder moved on, until a worker's grace ran out.  `--rerun` keeps the result aside and makes the item pending."""
+    root, item = tmp_path / "root", "fedavg_dirichlet_alpha0.5"
+    grid = write_grid(tmp_path / "g.toml", rounds=2, methods='["fedavg"]')
+    first = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--name", "a", *FAST, "--grid", str(grid)),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    csv, ckpt = root / "paper_results" / f"{item}.csv", root / "checkpoints_distributed" / item / "checkpoint.safetensors"
+    result, checkpoint = csv.read_bytes(), ckpt.read_bytes()
+
+    res = subprocess.run(fedspec_cmd("retry", item, "--rerun", "--root", str(root), "--name", "me"), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    (aside,) = (root / "replaced").iterdir()
+    assert f"moved the results and checkpoints of {item} to {aside}" in res.stdout.replace("\n", "")
+    assert (aside / "paper_results" / f"{item}.csv").read_bytes() == result and not csv.exists()
+    assert (aside / "checkpoints_distributed" / item / "checkpoint.safetensors").read_bytes() == checkpoint
+    assert not ckpt.exists()
+    report = status_json(root)
+    assert report["counts"]["pending"] == 1 and not report["warnings"], report  # not "running", its holder gone
+
+    again = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--name", "b", *FAST), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and f"{item}: claimed (generation 2) by b" in again.stderr, again.stderr
+    assert "resuming" not in again.stderr and rounds_of(csv) == [1, 2]
+    timing = slice(None, -2)  # round_seconds, device: the rest of a row is the same, bit for bit
+    assert [r.split(",")[timing] for r in csv.read_text().splitlines()] == \
+        [r.split(",")[timing] for r in result.decode().splitlines()]
+
+    csv.unlink()  # the old way, by hand: the checkpoint left behind would end the item at once, from its last round
+    res = subprocess.run(fedspec_cmd("retry", item, "--rerun", "--root", str(root), "--name", "me"), capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and not ckpt.exists() and len(list((root / "replaced").iterdir())) == 2, res.stdout
+    assert status_json(root)["counts"]["pending"] == 1
