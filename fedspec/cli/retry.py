@@ -47,10 +47,9 @@ def retry(
         rerun_ids = [i for i in named if i in done or (statuses[i].state == "running" and statuses[i].moved_on)]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = paths.root / REPLACED / stamp
-        for item_id in rerun_ids:
-            move_aside(paths, item_id, aside)
-        if aside.exists():
-            out.print(escape(f"moved the results and checkpoints of {', '.join(rerun_ids)} to {aside}"))
+        moved = [item_id for item_id in rerun_ids if move_aside(paths, item_id, aside)]
+        if moved:
+            out.print(escape(f"moved the results and checkpoints of {', '.join(moved)} to {aside}"))
     else:  # its CSV is the accepted result: a retry record would change nothing
         for item_id in done:
             out.print(escape(f"{item_id}: done, nothing to put back (`fedspec retry --rerun {item_id} --root "
@@ -63,8 +62,8 @@ def retry(
     out.print(f"put back {len(targets)} item(s)" + (": " + ", ".join(targets) if targets else ""))
 
 
-def move_aside(paths: RootPaths, item_id: str, aside: Path) -> None:
-    """Move ``item_id``'s checkpoint folder, then its CSV, under ``aside`` (laid out like the root).
+def move_aside(paths: RootPaths, item_id: str, aside: Path) -> bool:
+    """Move ``item_id``'s checkpoint folder, then its CSV, under ``aside`` (laid out like the root); False if neither is there.
 
     The CSV goes last: until it moves the item is done, so a failure (or a
     crash) in between leaves a done item, which a second ``--rerun`` finishes
@@ -86,3 +85,4 @@ def move_aside(paths: RootPaths, item_id: str, aside: Path) -> None:
         for src, dst in reversed(moved):
             replace_with_retry(dst, src)
         raise
+    return bool(moved)

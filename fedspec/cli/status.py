@@ -52,7 +52,7 @@ def render(report: StatusReport, width: int = 80) -> Group:
         eta = "nothing left to run" + (": `fedspec retry --failed` puts the failed back" if c["failed"] else "")
     elif report.eta_seconds is not None:
         eta = "ETA " + _age(report.eta_seconds)
-    elif report.live_workers == 0 and (c["pending"] or c["running"]):
+    elif report.live_workers == 0:
         eta = "ETA - (no worker running: start `fedspec worker`)"
     else:
         eta = "ETA unknown"

@@ -207,6 +207,8 @@ def test_a_move_aside_that_fails_halfway_puts_back_what_it_moved(tmp_path: Path)
     assert (paths.checkpoint_folder("a") / "checkpoint.safetensors").read_bytes() == b"ckpt"
     assert paths.result_csv("a").read_text() == "round\n1\n" and not (aside / "checkpoints_distributed" / "a").exists()
     assert (aside / "paper_results" / "a.csv").read_text() == "an earlier one"
+    assert move_aside(paths, "a", tmp_path / "replaced" / "u") is True and not paths.result_csv("a").exists()
+    assert move_aside(paths, "a", tmp_path / "replaced" / "v") is False  # nothing left to move
 
 
 def test_failed_attempts_make_an_item_failed_and_retry_puts_it_back(tmp_path: Path) -> None:
