@@ -63,8 +63,8 @@ def render(report: StatusReport, width: int = 80) -> Group:
     # (long) last errors are listed under the table instead of squeezing every column.  A wide
     # console (a log, a pipe) keeps every name on one line.
     name_width = 14 if width < 160 else None
-    items = Table(show_edge=False, header_style="bold", caption="seen: since the holder's last heartbeat; fails: failed attempts since the last retry",
-                  caption_justify="left")
+    items = Table(show_edge=False, header_style="bold", caption_justify="left",
+                  caption="seen: since the holder's last heartbeat; fails: failed attempts since the last retry")
     items.add_column("item", overflow="fold")
     items.add_column("state", overflow="fold", min_width=7, max_width=9)  # "running (stale)" wraps after "running"
     items.add_column("round", no_wrap=True, min_width=5)
