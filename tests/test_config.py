@@ -50,6 +50,10 @@ def test_spec_hash_ignores_device_only() -> None:
     "text, expected",
     [
         ('[grid]\nmethods=["fedprox"]\n', "grid.methods.0: got 'fedprox', allowed: 'fedavg' or 'fedspec'"),
+        # The centralized baseline is not a method of the sweep: the error says where it is switched on.
+        ('[grid]\nmethods=["fedavg", "centralized"]\n',
+         "grid.methods.1: got 'centralized', allowed: 'fedavg' or 'fedspec'; the centralized baseline is `centralized = true` under [grid]"),
+        ('[experiment]\nmethod="centralized"\n', "experiment.method: the centralized baseline is `centralized = true` under [grid]"),
         ('[grid]\ntask="mnist"\n', "grid.task: got 'mnist', allowed:"),
         ('[grid]\nalphas=["x"]\n', "grid.alphas.0: Input should be a valid number"),
         ('[grid]\nalpha=[0.5]\n', "grid.alpha: unknown key"),
