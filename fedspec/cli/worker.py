@@ -23,6 +23,8 @@ from fedspec.queue.workqueue import QueueItem, add_items, load_queue, same_spec_
 # Sync clients that propagate files with unbounded delay and ignore locks across machines.
 SYNC_FOLDER_HINTS = re.compile(r"dropbox|mobile documents|clouddocs|icloud|google ?drive|cloudstorage|onedrive", re.I)
 
+SAY_SETTLE_S = 5.0  # a settle window at least this long is said before it is waited out
+
 
 def default_settle(root: Path) -> float:
     """Seconds to wait after writing a claim: 0 where the lock excludes, a minute in a sync folder."""
@@ -155,6 +157,11 @@ def worker(
         except ImportError as err:  # a package missing here (also when the model is built): a TaskError, left to other machines
             raise TaskError(f"{spec.task}: {err}" + ("" if spec.task == "digits" else " (pip install 'fedspec[text]')")) from None
 
+    def on_settle(item_id: str, generation: int, seconds: float) -> None:
+        if seconds >= SAY_SETTLE_S:  # a minute of silence on a sync folder read as a hang
+            console.print(f"[bold]{escape(item_id)}[/bold]: claim written (generation {generation}); trusting it in {seconds:.0f}s, "
+                          "once a peer's claim of it would have synced (--settle)", highlight=False)
+
     def on_claim(item: QueueItem, lease) -> None:
         console.print(f"[bold]{item.id}[/bold]: claimed (generation {lease.generation}) by {worker_name} on {dev.type}")
 
@@ -176,7 +183,7 @@ def worker(
     settings = WorkerSettings(lease_ttl=lease_ttl, heartbeat=heartbeat,
                               settle=default_settle(paths.root) if settle is None else settle,
                               poll=poll, wait=wait, max_items=max_items)
-    events = WorkerEvents(on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
+    events = WorkerEvents(on_settle=on_settle, on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
                           on_step=None if bar is None else bar.step,
                           on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False))
     w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})

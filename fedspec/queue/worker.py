@@ -11,6 +11,7 @@ also where a requested stop (Ctrl-C, SIGTERM) takes effect: at a safe point.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -70,6 +71,7 @@ class WorkerSettings:
 class WorkerEvents:
     """Hooks for the CLI to show what happens (all optional)."""
 
+    on_settle: Callable[[str, int, float], None] | None = None  # (item, generation, seconds): a claim written, not yet trusted
     on_claim: Callable[[QueueItem, Lease], None] | None = None
     on_round: Callable[[QueueItem, dict[str, Any]], None] | None = None
     on_step: Callable[[QueueItem, int, int, int], None] | None = None  # (item, round, examples trained, of the round's)
@@ -232,6 +234,12 @@ class Worker:
         while self.stop_signal is None and time.monotonic() < end:
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
+    def _settle(self, item_id: str, generation: int, seconds: float) -> None:
+        """The wait between writing a claim and trusting it, for peers' claims to sync (a minute on a sync folder)."""
+        if self.events.on_settle:
+            self.events.on_settle(item_id, generation, seconds)
+        self._sleep(seconds)
+
     def _claim_and_run(self, items: list[QueueItem], report: StatusReport) -> bool:
         by_id = {i.id: i for i in items}
         for st in claim_order(report.items, self.name):
@@ -245,7 +253,8 @@ class Worker:
                 log.info("%s: taking it over from %s, which has moved on", st.id, st.holder)
             elif st.state == "running":
                 log.warning("%s: reclaiming from %s (heartbeat silent for the lease TTL)", st.id, st.holder)
-            lease = try_claim(self.paths, st.id, st.generation, self.name, self.settings.settle, self._sleep)
+            lease = try_claim(self.paths, st.id, st.generation, self.name, self.settings.settle,
+                              functools.partial(self._settle, st.id, st.generation + 1))
             if lease is None:
                 continue
             self._run_item(by_id[st.id], lease)

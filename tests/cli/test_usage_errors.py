@@ -86,6 +86,21 @@ def test_a_workers_lines_in_a_log_are_whole_however_long(tmp_path: Path) -> None
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert any(line.startswith(f"worker w on cpu, root {root} (lease TTL") for line in res.stderr.splitlines()), res.stderr
+    assert "claim written" not in res.stderr  # no settle window on a local folder: nothing to say before the claim
+
+
+def test_a_settle_window_is_said_before_it_is_waited_out(tmp_path: Path) -> None:
+    """On a sync folder a claim waits a minute before it is trusted; the worker printed nothing meanwhile, and looked hung."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nmethods = ["fedavg"]\nalphas = [0.5]\ncentralized = false\n'
+                    '[experiment]\nclients = 3\nrounds = 1\nmin_client_size = 5\n')
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path / "root"), "--grid", str(grid), "--name", "w", "--settle", "5"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    said = lines.index("fedavg_dirichlet_alpha0.5: claim written (generation 1); trusting it in 5s, "
+                       "once a peer's claim of it would have synced (--settle)")
+    assert lines[said + 1] == "fedavg_dirichlet_alpha0.5: claimed (generation 1) by w on cpu"
 
 
 def test_joining_a_queue_at_a_missing_root_creates_nothing(tmp_path: Path) -> None:
