@@ -57,9 +57,21 @@ def retry(
     targets = [i for i in named if i not in done or rerun]
     if failed:
         targets += [i for i, st in statuses.items() if st.state == "failed" and i not in targets]
+    unchanged = [i for i in targets if i not in rerun_ids and statuses[i].state != "failed" and not statuses[i].attempts]
+    for item_id in unchanged:  # a record would change nothing: say what the item is doing instead of "put back"
+        st = statuses[item_id]
+        doing = "pending" if st.state == "pending" else f"running on {st.holder}" if st.state == "running" else st.state
+        out.print(escape(f"{item_id}: {doing}, with no failed attempt: nothing to put back"))
+    targets = [i for i in targets if i not in unchanged]
     for item_id in targets:
         write_retry(paths, item_id, who, rerun=item_id in rerun_ids)
-    out.print(f"put back {len(targets)} item(s)" + (": " + ", ".join(targets) if targets else ""))
+    reset = [i for i in targets if i not in rerun_ids and statuses[i].state == "running"]  # their failed attempts no longer count
+    back = [i for i in targets if i not in reset]
+    if back or not reset:
+        out.print(f"put back {len(back)} item(s)" + (": " + ", ".join(back) if back else "")
+                  + (" (no item has failed)" if failed and not back and not named else ""))
+    if reset:
+        out.print(f"forgot the failed attempts of {len(reset)} running item(s), which go on: {', '.join(reset)}")
 
 
 def move_aside(paths: RootPaths, item_id: str, aside: Path) -> bool:
