@@ -58,9 +58,9 @@ def retry(
     if failed:
         targets += [i for i, st in statuses.items() if st.state == "failed" and i not in targets]
     unchanged = [i for i in targets if i not in rerun_ids and statuses[i].state != "failed" and not statuses[i].attempts]
-    for item_id in unchanged:  # a record would change nothing: say what the item is doing instead of "put back"
+    for item_id in unchanged:  # pending or running: a record would change nothing, so say what the item is doing
         st = statuses[item_id]
-        doing = "pending" if st.state == "pending" else f"running on {st.holder}" if st.state == "running" else st.state
+        doing = f"running on {st.holder}" if st.state == "running" else st.state
         out.print(escape(f"{item_id}: {doing}, with no failed attempt: nothing to put back"))
     targets = [i for i in targets if i not in unchanged]
     for item_id in targets:

@@ -141,16 +141,20 @@ def test_retry_of_a_done_item_changes_nothing_and_says_how_to_rerun_it(tmp_path:
 
 def test_retry_says_what_it_does_to_items_that_are_not_failed(tmp_path: Path) -> None:
     """Retry of a pending or running item said "put back 1 item(s)", as if it had been out of the queue."""
-    paths = make_root(tmp_path, ("p", "r", "f"))
+    paths = make_root(tmp_path, ("p", "q", "r", "f"))
+    try_claim(paths, "q", 0, "w3", settle_s=0.0)
     try_claim(paths, "r", 0, "w1", settle_s=0.0).fail("boom")  # one failed attempt, then taken up again by w2
     try_claim(paths, "r", 1, "w2", settle_s=0.0)
     lease = try_claim(paths, "f", 0, "w1", settle_s=0.0)
     lease.fail("bad settings", final=True)
-    res = subprocess.run(fedspec_cmd("retry", "p", "r", "--root", str(tmp_path), "--name", "me"), capture_output=True, text=True)
+    res = subprocess.run(fedspec_cmd("retry", "p", "q", "r", "--root", str(tmp_path), "--name", "me"), capture_output=True,
+                         text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["p: pending, with no failed attempt: nothing to put back",
+                                       "q: running on w3, with no failed attempt: nothing to put back",
                                        "forgot the failed attempts of 1 running item(s), which go on: r"]
-    assert not (paths.claims / "p").exists() and len(list((paths.claims / "r").glob("retry.*"))) == 1
+    assert not (paths.claims / "p").exists() and not list((paths.claims / "q").glob("retry.*"))
+    assert len(list((paths.claims / "r").glob("retry.*"))) == 1
     st = {s.id: s for s in classify(paths, load_queue(paths), with_progress=False).items}
     assert (st["r"].state, st["r"].holder, st["r"].attempts) == ("running", "w2", 0)
     res = subprocess.run(fedspec_cmd("retry", "--failed", "--root", str(tmp_path)), capture_output=True, text=True)
