@@ -67,6 +67,13 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     if problem == "missing" and not paths.root.is_dir():
         raise no_such_root(paths.root)
     if problem == "missing":
+        runs = _files_of_runs(paths)
+        if runs:  # `fedspec run` writes results and checkpoints, never a queue: not a stranger's folder
+            raise RootError(
+                f"{paths.root}: no queue here (no {paths.queue_file.relative_to(paths.root)}), only what `fedspec run` "
+                f"writes ({runs}): `fedspec plots` draws them, a run shows its own progress, and "
+                "`fedspec worker --grid FILE` makes a queue here"
+            )
         raise RootError(
             f"{paths.root}: not a fedspec root (no {paths.queue_file.relative_to(paths.root)}); "
             "create the queue with `fedspec worker --grid experiments/quick.toml`"
@@ -74,6 +81,20 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     if problem is not None:
         raise QueueError(f"{paths.queue_file}: {problem}; nothing was changed (restore it, or merge a conflicted copy)")
     return _parse(data, paths.queue_file)
+
+
+def _files_of_runs(paths: RootPaths) -> str:
+    """``2 results, 1 checkpoint`` in a root without a queue (what `fedspec run` leaves), or ``""``."""
+    try:
+        results = sum(1 for f in paths.results.iterdir() if f.suffix == ".csv")
+    except OSError:
+        results = 0
+    try:
+        checkpoints = sum(1 for f in paths.checkpoints.iterdir() if f.is_dir())
+    except OSError:
+        checkpoints = 0
+    counts = [(results, "result"), (checkpoints, "checkpoint")]
+    return ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts if n)
 
 
 def _merge(base: list[QueueItem], extra: list[QueueItem], where: str,

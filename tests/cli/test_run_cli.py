@@ -61,6 +61,12 @@ def test_run_then_rerun_is_done_and_other_spec_is_refused(tmp_path: Path) -> Non
     assert other.returncode != 0 and "different spec" in other.stderr and "Traceback" not in other.stderr
     assert "different spec (rounds 2 -> 3)" in other.stderr  # which option changed, not two hashes
     assert csv.read_bytes() == before
+    # `status` there said "not a fedspec root", of the folder a run had just filled.
+    status = run_cli("status", "--root", str(tmp_path))
+    assert status.returncode == 2 and status.stderr.splitlines() == [
+        f"error: {tmp_path}: no queue here (no distributed_work/work_queue.json), only what `fedspec run` writes "
+        "(1 result, 1 checkpoint): `fedspec plots` draws them, a run shows its own progress, and "
+        "`fedspec worker --grid FILE` makes a queue here"]
 
 
 def test_help_explains_every_option() -> None:
