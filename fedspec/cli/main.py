@@ -81,8 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
 
 
+def _escape_what_output_cannot_encode() -> None:
+    """Characters the output's encoding lacks are written as escapes (``\\u6f22``) instead of stopping the command.
+
+    Windows writes a redirected stdout (a worker's log) in its ANSI code page,
+    such as cp1252, and stops at the first character outside it: a root under
+    a folder named in Cyrillic or Chinese stopped the worker with a
+    UnicodeEncodeError at its first line.  (Python's stderr escapes already.)
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text file of io's (None, a test's capture): left as it is
+            pass
+
+
 def entry() -> None:
     """Console-script wrapper: exits with :func:`main`'s code."""
+    _escape_what_output_cannot_encode()
     # At exit the interpreter's last garbage collection walks every object of
     # torch's modules: 0.4-0.8 s per process once torch._dynamo is loaded.
     # Frozen objects are skipped; files are closed and logs flushed as usual.

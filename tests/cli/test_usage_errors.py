@@ -89,6 +89,20 @@ def test_a_workers_lines_in_a_log_are_whole_however_long(tmp_path: Path) -> None
     assert "claim written" not in res.stderr  # no settle window on a local folder: nothing to say before the claim
 
 
+def test_a_log_in_a_code_page_without_the_roots_letters_gets_them_escaped(tmp_path: Path) -> None:
+    """Windows writes a redirected stdout in its ANSI code page (cp1252 …): a root under a folder named in Chinese
+    stopped the worker with a UnicodeEncodeError traceback at its first line."""
+    import os
+
+    root = tmp_path / "漢字" / "fedspec"
+    root.parent.mkdir()
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(root), "--grid", GRID, "--max-items", "0"), capture_output=True,
+                         env={**os.environ, "PYTHONIOENCODING": "cp1252"}, timeout=120)
+    assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr.decode("cp1252")
+    queue = str(root / "distributed_work" / "work_queue.json").replace("漢字", "\\u6f22\\u5b57")
+    assert f"queue {queue}: 7 new item(s)".encode("cp1252") in res.stdout, res.stdout
+
+
 def test_a_settle_window_is_said_before_it_is_waited_out(tmp_path: Path) -> None:
     """On a sync folder a claim waits a minute before it is trusted; the worker printed nothing meanwhile, and looked hung."""
     grid = tmp_path / "g.toml"
