@@ -212,6 +212,8 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
 
 
 COMMAND_LINE = "command line"
+# Said where "centralized" is given as a method: the grid's baseline is a switch of its own.
+CENTRALIZED_HINT = "the centralized baseline is `centralized = true` under [grid] (the default)"
 
 
 def _format_validation_error(err: ValidationError, where: str, model: type[BaseModel], table: str = "",
@@ -232,7 +234,7 @@ def _format_validation_error(err: ValidationError, where: str, model: type[BaseM
         ctx = first.get("ctx", {})
         msg = f"got {first.get('input')!r}, allowed: {ctx.get('expected', '')}"
         if first.get("input") == "centralized" and "methods" in parts:  # a grid's baseline is a switch of its own
-            msg += "; the centralized baseline is `centralized = true` under [grid] (the default)"
+            msg += f"; {CENTRALIZED_HINT}"
     else:
         given = first.get("input")
         if not isinstance(given, (dict, list)) and given is not None:
@@ -297,8 +299,7 @@ def expand_grid(grid_file: GridFile, where: str = "grid") -> list[GridItem]:
     for key, swept in GRID_KEYS.items():
         if key in shared:
             if key == "method" and shared[key] == "centralized":
-                raise ConfigError(f"{where}: experiment.method: the centralized baseline is `centralized = true` under [grid] "
-                                  "(the default); `centralized = false` leaves it out")
+                raise ConfigError(f"{where}: experiment.method: {CENTRALIZED_HINT}; `centralized = false` leaves it out")
             value = shared[key] if key == "task" else [shared[key]]
             raise ConfigError(f"{where}: experiment.{key}: set it in [grid] instead, as {swept} = {json.dumps(value, default=str)}")
     if "device" in shared:  # a worker trains every item on its own --device, and an item may resume on another machine

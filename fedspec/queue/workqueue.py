@@ -67,7 +67,7 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
     if problem == "missing" and not paths.root.is_dir():
         raise no_such_root(paths.root)
     if problem == "missing":
-        runs = _files_of_runs(paths)
+        runs = "" if paths.work.exists() else _files_of_runs(paths)  # a queue's folder whose file is gone is no run's root
         if runs:  # `fedspec run` writes results and checkpoints, never a queue: not a stranger's folder
             raise RootError(
                 f"{paths.root}: no queue here (no {paths.queue_file.relative_to(paths.root)}), only what `fedspec run` "
@@ -85,15 +85,8 @@ def load_queue(paths: RootPaths) -> list[QueueItem]:
 
 def _files_of_runs(paths: RootPaths) -> str:
     """``2 results, 1 checkpoint`` in a root without a queue (what `fedspec run` leaves), or ``""``."""
-    try:
-        results = sum(1 for f in paths.results.iterdir() if f.suffix == ".csv")
-    except OSError:
-        results = 0
-    try:
-        checkpoints = sum(1 for f in paths.checkpoints.iterdir() if f.is_dir())
-    except OSError:
-        checkpoints = 0
-    counts = [(results, "result"), (checkpoints, "checkpoint")]
+    counts = [(len(list(paths.results.glob("*.csv"))), "result"),  # (a missing folder globs to nothing)
+              (sum(p.is_dir() for p in paths.checkpoints.glob("*")), "checkpoint")]
     return ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts if n)
 
 

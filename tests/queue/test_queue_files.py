@@ -67,6 +67,19 @@ def test_folder_without_queue_is_not_a_fedspec_root(tmp_path: Path) -> None:
         load_queue(RootPaths(tmp_path))
 
 
+def test_only_a_folder_without_a_queue_folder_is_called_the_root_of_runs(tmp_path: Path) -> None:
+    """A queue's root whose work_queue.json is gone is no run's root, whatever results it holds."""
+    paths = RootPaths(tmp_path)
+    paths.results.mkdir()
+    paths.result_csv("a").write_text("round\n1\n")
+    (paths.checkpoints / "a").mkdir(parents=True)
+    with pytest.raises(RootError, match=r"only what `fedspec run` writes \(1 result, 1 checkpoint\)"):
+        load_queue(paths)
+    paths.claims.mkdir(parents=True)
+    with pytest.raises(RootError, match="not a fedspec root"):
+        load_queue(paths)
+
+
 @pytest.mark.parametrize("copy_name", ["work_queue (Mac's conflicted copy 2026-01-02).json", "work_queue 2.json"])
 def test_conflicted_copy_is_merged_as_union_and_reported(tmp_path: Path, copy_name: str) -> None:
     paths = make_root(tmp_path, ("a", "b"))
