@@ -81,10 +81,20 @@ class RunDisplay:
 
 
 def _refuse_a_queued_name(paths: RootPaths, item_id: str, spec: ExperimentSpec) -> None:
-    """Refuse to train under the name of a queue item of other settings: a worker would count this run's CSV as that item's."""
-    if not paths.queue_file.exists():
-        return
-    queued = next((i for i in load_queue(paths) if i.id == item_id), None)
+    """Refuse to train under the name of a queue item of other settings (a worker would count this run's CSV as that
+    item's), or under a name that differs in case only from a queued item's or from a result's or checkpoint's in the
+    root: macOS and Windows take those for the same file."""
+    items = load_queue(paths) if paths.queue_file.exists() else []
+    twin = next((i.id for i in items if i.id != item_id and i.id.lower() == item_id.lower()), None)
+    if twin is not None:
+        raise ConfigError(f"--name {item_id!r}: queued item {twin!r} differs from it in case only, which macOS and "
+                          f"Windows do not tell apart: pass --name {twin} (with that item's settings), or another name")
+    held = paths.files_in_other_case([item_id]).get(item_id)
+    if held is not None:
+        raise ConfigError(f"--name {item_id!r}: {paths.root} holds {held}, which macOS and Windows take for this name's "
+                          f"(they differ in case only): pass --name {Path(held.split(' and ')[0]).name.removesuffix('.csv')} "
+                          "to go on with them, or another name")
+    queued = next((i for i in items if i.id == item_id), None)
     if queued is None:
         return
     theirs = make_spec(f"{paths.queue_file} item {item_id}", **queued.spec).hashed_fields()

@@ -79,6 +79,32 @@ class RootPaths:
         for folder in (self.work, self.claims, self.heartbeats, self.checkpoints, self.results):
             folder.mkdir(parents=True, exist_ok=True)
 
+    def files_in_other_case(self, item_ids: list[str]) -> dict[str, str]:
+        """``{item id: 'paper_results/Trial.csv and checkpoints_distributed/Trial'}`` for ids whose CSV or checkpoint
+        folder the root holds under a name that differs in case only.
+
+        macOS and Windows take such names for the same file, so an item would
+        resume, or count as done, from another experiment's files there; on
+        Linux they are two files, which a sync client renames on the Mac
+        ("Trial (Case Conflict).csv").  One listing of each folder for any
+        number of ids.
+        """
+        found: dict[str, list[str]] = {}
+        for folder, suffix in ((self.results, ".csv"), (self.checkpoints, "")):
+            try:
+                names = os.listdir(folder)
+            except OSError:  # no such folder yet (or unreadable: whoever reads it next says why)
+                continue
+            by_key: dict[str, list[str]] = {}
+            for name in names:
+                if name.isascii():  # item ids are
+                    by_key.setdefault(name.lower(), []).append(name)
+            for item_id in item_ids:
+                own = f"{item_id}{suffix}"
+                other = [name for name in by_key.get(own.lower(), []) if name != own]
+                found.setdefault(item_id, []).extend(f"{folder.name}/{name}" for name in other)
+        return {item_id: " and ".join(held) for item_id, held in found.items() if held}
+
 
 def read_json(path: Path, unreachable_raises: bool = False) -> tuple[Any, str | None]:
     """(parsed JSON, None) or (None, reason) for a missing, torn, placeholder or foreign file.

@@ -220,3 +220,33 @@ def test_a_run_and_a_grid_under_one_name_must_agree_on_settings(tmp_path: Path) 
     assert other.returncode == 0, other.stderr
     own = run_cli("run", "--method", "fedavg", "--rounds", "10", "--clients", "5", "--root", str(tmp_path))
     assert own.returncode == 0 and (tmp_path / "paper_results" / "fedavg_dirichlet_alpha0.5.csv").exists(), own.stderr
+
+
+def test_names_that_differ_in_case_only_are_refused_as_macos_and_windows_take_them_for_one(tmp_path: Path) -> None:
+    """On a Mac's or a Windows root `Trial.csv` and `trial.csv` are one file: a run or a grid item under the other
+    name would resume, or count as done, from another experiment's files; on Linux a sync client renames one."""
+    grid = str(Path(__file__).resolve().parents[2] / "experiments" / "quick.toml")
+    small = ["--rounds", "2", "--clients", "3", "--root", str(tmp_path)]
+    assert run_cli("run", "--method", "fedavg", "--name", "FEDAVG_dirichlet_alpha0.5", *small).returncode == 0
+    held = "paper_results/FEDAVG_dirichlet_alpha0.5.csv and checkpoints_distributed/FEDAVG_dirichlet_alpha0.5"
+
+    again = run_cli("run", "--method", "fedavg", "--name", "fedavg_dirichlet_alpha0.5", *small)
+    assert again.returncode == 2 and again.stderr.splitlines() == [
+        f"error: --name 'fedavg_dirichlet_alpha0.5': {tmp_path} holds {held}, which macOS and Windows take for this "
+        "name's (they differ in case only): pass --name FEDAVG_dirichlet_alpha0.5 to go on with them, or another name"]
+    added = run_cli("worker", "--grid", grid, "--max-items", "0", "--root", str(tmp_path))
+    assert added.returncode == 2 and added.stderr.splitlines() == [
+        f"error: {grid}: item 'fedavg_dirichlet_alpha0.5': {tmp_path} holds {held}, which macOS and Windows take for this "
+        "item's (they differ in case only), e.g. from `fedspec run --name`: move them away, or give this grid its own --root"]
+    assert sorted(p.name for p in (tmp_path / "paper_results").iterdir()) == ["FEDAVG_dirichlet_alpha0.5.csv"]
+    assert not (tmp_path / "distributed_work" / "work_queue.json").exists()
+
+    # The grid first: a run under one of its items' names in another case.
+    queued = tmp_path / "queued"
+    assert run_cli("worker", "--grid", grid, "--max-items", "0", "--root", str(queued)).returncode == 0
+    twin = run_cli("run", "--method", "fedavg", "--name", "FedAvg_dirichlet_alpha0.5", "--rounds", "2", "--root", str(queued))
+    assert twin.returncode == 2 and twin.stderr.splitlines() == [
+        "error: --name 'FedAvg_dirichlet_alpha0.5': queued item 'fedavg_dirichlet_alpha0.5' differs from it in case only, "
+        "which macOS and Windows do not tell apart: pass --name fedavg_dirichlet_alpha0.5 (with that item's settings), "
+        "or another name"]
+    assert not list((queued / "paper_results").iterdir()) and not list((queued / "checkpoints_distributed").iterdir())

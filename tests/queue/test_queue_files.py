@@ -714,3 +714,17 @@ def test_status_names_an_item_done_by_a_run_of_other_settings(tmp_path: Path) ->
     assert report.warnings == [
         f"a: done by a run of other settings (clients 5 -> 10, rounds 3 -> 2); move {paths.result_csv('a')} and "
         f"{paths.checkpoint_folder('a')} away, and a worker runs it with the queue's"]
+
+
+def test_files_in_other_case_names_every_twin_and_never_an_items_own_files(tmp_path: Path) -> None:
+    paths = RootPaths(tmp_path)
+    paths.make()
+    for name in ("trial.csv", "Trial.csv", "exact.csv", "stra\u00dfe.csv"):  # Linux holds case twins side by side
+        (paths.results / name).write_text("round\n")
+    (paths.checkpoints / "TRIAL").mkdir()
+    (paths.checkpoints / "exact").mkdir()
+    assert paths.files_in_other_case(["trial", "Trial", "exact", "strasse", "absent"]) == {
+        "trial": "paper_results/Trial.csv and checkpoints_distributed/TRIAL",
+        "Trial": "paper_results/trial.csv and checkpoints_distributed/TRIAL",
+    }  # 'straße' is not 'strasse' to a file system, though casefold() says so
+    assert RootPaths(tmp_path / "none").files_in_other_case(["trial"]) == {}
