@@ -102,3 +102,43 @@ def test_hugging_face_warnings_reach_the_cli_log_once_each(tiny_sst2: Path) -> N
     assert len(said) == 3, res.stderr
     for line, name in zip(said, ("huggingface_hub.utils._http", "datasets.load", "transformers.modeling_utils")):
         assert line.endswith(f" WARNING {name}: said by {name}"), line  # the CLI's format, not the library's bare line
+
+
+def test_an_unreachable_hub_loads_the_cached_model_at_once_and_a_missing_one_fails_at_once(tiny_sst2: Path) -> None:
+    """Online, the hub libraries retried every request five times (26 s and ten warnings per item) on a machine
+    without network; one connection attempt now sends them to the local cache, which loads or fails at once."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO, fedspec_cmd
+
+    hf_home = tiny_sst2 / "hf"  # a hub cache holding the tiny model as "fedspec-test/tiny-bert", laid out as the hub's
+    repo = hf_home / "hub" / "models--fedspec-test--tiny-bert"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(os.environ["FEDSPEC_SST2_MODEL"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                            "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")}
+    env.update(HF_HOME=str(hf_home), HF_ENDPOINT="https://hub.fedspec-test.invalid")  # .invalid never resolves (RFC 2606)
+    small = ["--task", "sst2-bert", "--rounds", "1", "--clients", "2", "--min-client-size", "5", "--rank", "2",
+             "--max-rank", "4", "--root", str(tiny_sst2 / "root")]
+    warning = ("WARNING fedspec.fl.tasks.text: sst2-bert: hub.fedspec-test.invalid cannot be reached (Name or service not "
+               "known): loading from this machine's Hugging Face cache only")
+
+    cached = subprocess.run(fedspec_cmd("run", *small), env={**env, "FEDSPEC_SST2_MODEL": "fedspec-test/tiny-bert"},
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cached.returncode == 0, cached.stderr
+    logged = [line.split(" ", 2)[2] for line in cached.stderr.splitlines() if " WARNING " in line]
+    assert logged == [warning] and "Retrying" not in cached.stderr, cached.stderr  # one attempt, one warning
+    assert (tiny_sst2 / "root" / "paper_results" / "fedspec_dirichlet_alpha0.5.csv").exists()
+
+    missing = subprocess.run(fedspec_cmd("run", *small[:-1], str(tiny_sst2 / "other")),
+                             env={**env, "FEDSPEC_SST2_MODEL": "fedspec-test/absent"},
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+    lines = missing.stderr.splitlines()
+    assert missing.returncode == 2 and len(lines) == 2 and lines[0].endswith(warning), missing.stderr
+    assert lines[1].startswith("error: tokenizer 'fedspec-test/absent' could not be loaded: ")
+    assert lines[1].endswith("; hub.fedspec-test.invalid cannot be reached (Name or service not known) and this machine's "
+                             "Hugging Face cache holds no copy: point FEDSPEC_SST2_MODEL and FEDSPEC_SST2_DATA at local copies")

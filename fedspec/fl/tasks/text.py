@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,12 @@ from fedspec.fl.tasks.base import Batch, TaskData, TokenExamples
 from fedspec.fl.splits import SPLIT_SEED, TWEETS_TEST_FRACTION, split_indices, subset
 from fedspec.fl.tasks.common import wrap_lora
 
+log = logging.getLogger(__name__)
+
 MAX_LENGTH = 128  # truncation only; batches are padded to their longest sequence
 TWEET_LABELS = {"negative": 0, "neutral": 1, "positive": 2}
+HUB_PROBE_TIMEOUT_S = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def _one_line_per_library_log() -> None:
@@ -138,7 +145,7 @@ def load_tweets_task(max_train_samples: int | None = None) -> TaskData:
     )
 
 
-def _load_sst2_splits(data_source: str) -> tuple[Any, Any]:
+def _load_sst2_splits(data_source: str, hint: str = "") -> tuple[Any, Any]:
     from datasets import load_dataset
 
     _one_line_per_library_log()
@@ -158,8 +165,56 @@ def _load_sst2_splits(data_source: str) -> tuple[Any, Any]:
     except TaskError:
         raise
     except Exception as err:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        raise TaskError(f"SST-2 data {data_source!r} could not be loaded: {str(err).splitlines()[0]}") from None
+        raise TaskError(f"SST-2 data {data_source!r} could not be loaded: {str(err).splitlines()[0]}{hint}") from None
     return ds["train"], ds["validation"]  # GLUE's SST-2 test split has no labels
+
+
+def _hub_unreachable() -> str | None:
+    """Why no connection to the Hugging Face hub (``HF_ENDPOINT``, or huggingface.co) opens from here, or None:
+    ``huggingface.co cannot be reached (Name or service not known)``.
+
+    None too behind a proxy, which may reach the hub where a direct connection cannot.
+    """
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    try:
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError) as err:  # no DNS, no route, refused, timed out; ValueError: a port that is not one
+        return f"{host} cannot be reached ({getattr(err, 'strerror', None) or err or type(err).__name__})"
+    return None
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _offline_if_the_hub_is_unreachable(*sources: str) -> str | None:
+    """Load from this machine's hub cache only when the hub cannot be reached; returns why, or None.
+
+    Online, the hub libraries retry each request five times with backoff: on
+    a machine without network an item of paper.toml took 26 s and ten
+    warnings to fail, and a tiny model in the cache took 2 min 52 s (one
+    request after another) to load from it.  One connection attempt decides
+    instead, and offline mode (``HF_HUB_OFFLINE``, set for the rest of this
+    process: a worker that gets its network back goes online when restarted)
+    loads a cached copy at once or fails at once.
+    """
+    if all(Path(source).is_dir() for source in sources) or _hub_offline():
+        return None
+    why = _hub_unreachable()
+    if why is None:
+        return None
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    for module in ("huggingface_hub.constants", "datasets.config"):  # read the variable when they were imported
+        if module in sys.modules:
+            sys.modules[module].HF_HUB_OFFLINE = True
+    log.warning("sst2-bert: %s: loading from this machine's Hugging Face cache only", why)
+    return why
 
 
 def load_sst2_task(max_train_samples: int | None = None) -> TaskData:
@@ -168,11 +223,19 @@ def load_sst2_task(max_train_samples: int | None = None) -> TaskData:
     _one_line_per_library_log()
     model_source = os.environ.get("FEDSPEC_SST2_MODEL", "bert-base-uncased")
     data_source = os.environ.get("FEDSPEC_SST2_DATA", "glue/sst2")
-    train, test = _load_sst2_splits(data_source)
+    unreachable = _offline_if_the_hub_is_unreachable(model_source, data_source)
+    def hint(source: str) -> str:  # for what was looked for in the cache only
+        if unreachable is None or Path(source).is_dir():
+            return ""
+        return (f"; {unreachable} and this machine's Hugging Face cache holds no copy: point FEDSPEC_SST2_MODEL and "
+                "FEDSPEC_SST2_DATA at local copies")
+
+    train, test = _load_sst2_splits(data_source, hint(data_source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_source)
     except OSError as err:
-        raise TaskError(f"tokenizer {model_source!r} could not be loaded: {str(err).splitlines()[0]}") from None
+        raise TaskError(f"tokenizer {model_source!r} could not be loaded: {str(err).splitlines()[0]}"
+                        f"{hint(model_source)}") from None
     train_idx = subset(np.arange(len(train)), max_train_samples)
     train_labels = np.asarray(train["label"], dtype=np.int64)[train_idx]
     train_texts = [train["sentence"][int(i)] for i in train_idx]
