@@ -90,9 +90,9 @@ def _refuse_a_queued_name(paths: RootPaths, item_id: str, spec: ExperimentSpec) 
         raise ConfigError(f"--name {item_id!r}: queued item {twin!r} differs from it in case only, which macOS and "
                           f"Windows do not tell apart: pass --name {twin} (with that item's settings), or another name")
     held = paths.files_in_other_case([item_id]).get(item_id)
-    if held is not None:
-        raise ConfigError(f"--name {item_id!r}: {paths.root} holds {held}, which macOS and Windows take for this name's "
-                          f"(they differ in case only): pass --name {Path(held.split(' and ')[0]).name.removesuffix('.csv')} "
+    if held:
+        raise ConfigError(f"--name {item_id!r}: {paths.root} holds {' and '.join(held)}, which macOS and Windows take for "
+                          f"this name's (they differ in case only): pass --name {Path(held[0]).name.removesuffix('.csv')} "
                           "to go on with them, or another name")
     queued = next((i for i in items if i.id == item_id), None)
     if queued is None:

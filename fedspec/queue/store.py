@@ -79,9 +79,9 @@ class RootPaths:
         for folder in (self.work, self.claims, self.heartbeats, self.checkpoints, self.results):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def files_in_other_case(self, item_ids: list[str]) -> dict[str, str]:
-        """``{item id: 'paper_results/Trial.csv and checkpoints_distributed/Trial'}`` for ids whose CSV or checkpoint
-        folder the root holds under a name that differs in case only.
+    def files_in_other_case(self, item_ids: list[str]) -> dict[str, list[str]]:
+        """``{item id: ['paper_results/Trial.csv', 'checkpoints_distributed/Trial']}`` for the ids whose CSV or
+        checkpoint folder the root holds under a name that differs in case only.
 
         macOS and Windows take such names for the same file, so an item would
         resume, or count as done, from another experiment's files there; on
@@ -103,7 +103,7 @@ class RootPaths:
                 own = f"{item_id}{suffix}"
                 other = [name for name in by_key.get(own.lower(), []) if name != own]
                 found.setdefault(item_id, []).extend(f"{folder.name}/{name}" for name in other)
-        return {item_id: " and ".join(held) for item_id, held in found.items() if held}
+        return {item_id: held for item_id, held in found.items() if held}
 
 
 def read_json(path: Path, unreachable_raises: bool = False) -> tuple[Any, str | None]:

@@ -225,9 +225,9 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
     if in_other_case:
         item_id, held = next(iter(in_other_case.items()))
         more = f" (and {len(in_other_case) - 1} more item(s))" if len(in_other_case) > 1 else ""
-        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {held}{more}, which macOS and Windows take for "
-                         "this item's (they differ in case only), e.g. from `fedspec run --name`: move them away, or give "
-                         "this grid its own --root")
+        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{more}, which macOS "
+                         "and Windows take for this item's (they differ in case only), e.g. from `fedspec run --name`: "
+                         "move them away, or give this grid its own --root")
     found = [(item, problem) for item in new if (problem := leftover_of_other_settings(paths, item))]
     if not found:
         return

@@ -724,7 +724,7 @@ def test_files_in_other_case_names_every_twin_and_never_an_items_own_files(tmp_p
     (paths.checkpoints / "TRIAL").mkdir()
     (paths.checkpoints / "exact").mkdir()
     assert paths.files_in_other_case(["trial", "Trial", "exact", "strasse", "absent"]) == {
-        "trial": "paper_results/Trial.csv and checkpoints_distributed/TRIAL",
-        "Trial": "paper_results/trial.csv and checkpoints_distributed/TRIAL",
+        "trial": ["paper_results/Trial.csv", "checkpoints_distributed/TRIAL"],
+        "Trial": ["paper_results/trial.csv", "checkpoints_distributed/TRIAL"],
     }  # 'straße' is not 'strasse' to a file system, though casefold() says so
     assert RootPaths(tmp_path / "none").files_in_other_case(["trial"]) == {}
