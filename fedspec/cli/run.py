@@ -80,7 +80,7 @@ class RunDisplay:
             console.print(escape(round_line(self.item_id, self.rounds, row)), highlight=False)
 
 
-def _refuse_a_queued_name(paths: RootPaths, item_id: str, spec: ExperimentSpec) -> None:
+def _refuse_a_taken_name(paths: RootPaths, item_id: str, spec: ExperimentSpec) -> None:
     """Refuse to train under the name of a queue item of other settings (a worker would count this run's CSV as that
     item's), or under a name that differs in case only from a queued item's or from a result's or checkpoint's in the
     root: macOS and Windows take those for the same file."""
@@ -154,7 +154,7 @@ def run(
     item_id = check_item_id(spec.item_id() if name is None else name, "--name")  # --name "" is refused, not the default
     check_splittable("fedspec run", [(item_id, spec)])  # before the root is made: too many clients leaves nothing behind
     root = writable_root(root)
-    _refuse_a_queued_name(RootPaths(root), item_id, spec)
+    _refuse_a_taken_name(RootPaths(root), item_id, spec)
 
     from fedspec.fl.loop import checkpoint_dir, run_experiment  # torch is imported only when training
 

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sized
 
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import header_changes, read_header
@@ -220,23 +220,27 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
     return None if rounds == expected else f"a result of {rounds} round(s) (the grid's item has {expected})"
 
 
+def _and_more(found: Sized) -> str:
+    """`` (and 2 more item(s))`` after the first of ``found`` named in an error, or ``""``."""
+    return f" (and {len(found) - 1} more item(s))" if len(found) > 1 else ""
+
+
 def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> None:
     in_other_case = paths.files_in_other_case([i.id for i in new])  # e.g. `fedspec run --name FEDAVG_iid`'s, on Linux
     if in_other_case:
         item_id, held = next(iter(in_other_case.items()))
-        more = f" (and {len(in_other_case) - 1} more item(s))" if len(in_other_case) > 1 else ""
-        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{more}, which macOS "
-                         "and Windows take for this item's (they differ in case only), e.g. from `fedspec run --name`: "
-                         "move them away, or give this grid its own --root")
+        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{_and_more(in_other_case)}, "
+                         "which macOS and Windows take for this item's (they differ in case only), e.g. from `fedspec run "
+                         "--name`: move them away, or give this grid its own --root")
     found = [(item, problem) for item in new if (problem := leftover_of_other_settings(paths, item))]
     if not found:
         return
     item, problem = found[0]
-    more = f" (and {len(found) - 1} more item(s))" if len(found) > 1 else ""
     ckpt, csv = paths.checkpoint_folder(item.id), paths.result_csv(item.id)
     move = " and ".join(str(p.relative_to(paths.root)) for p in (ckpt, csv) if p.exists())
-    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{more}, e.g. from `fedspec run`; "
-                     f"a worker would take that for this grid's result: move {move} away, or give this grid its own --root")
+    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{_and_more(found)}, e.g. from "
+                     f"`fedspec run`; a worker would take that for this grid's result: move {move} away, or give this "
+                     "grid its own --root")
 
 
 def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the queue") -> QueueItem:
