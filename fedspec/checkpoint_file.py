@@ -77,14 +77,18 @@ def parse_header(blob: bytes, path: Path) -> dict[str, Any]:
 def header_changes(meta: dict[str, Any], spec_hash: str, hashed: dict[str, Any] | None) -> str | None:
     """How the settings a checkpoint's header records differ from ``hashed`` (``rounds 20 -> 10``).
 
-    None when the header is of the spec ``spec_hash``; an empty string where
-    there is nothing to compare (an older fedspec's header records no
-    settings, or the caller has none, or they are equal but hashed another way).
+    None when the header is of the spec ``spec_hash``, or records the same
+    settings hashed another way: an earlier fedspec's, whose settings leave
+    out those added since (at their defaults, which keep the earlier
+    behaviour).  An empty string where there is nothing to compare (an older
+    fedspec's header records no settings, or the caller has none).
     """
     if meta.get("spec_hash") == spec_hash:
         return None
     recorded = meta.get("spec")  # the settings behind its hash
-    return spec_changes(recorded, hashed) if isinstance(recorded, dict) and hashed else ""
+    if not (isinstance(recorded, dict) and hashed):
+        return ""
+    return spec_changes(recorded, hashed) or None
 
 
 def raise_if_pending(path: Path) -> None:

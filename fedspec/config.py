@@ -8,6 +8,7 @@ whose message is one line naming the file, the field and what is allowed.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -18,6 +19,7 @@ from typing import Any, Collection, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedspec import __version__
 from fedspec.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -65,7 +67,9 @@ class ExperimentSpec(BaseModel):
     """Everything that defines one experiment (one item of a grid).
 
     Two specs with the same :meth:`spec_hash` produce the same CSV on the same
-    device type.
+    device type.  A setting added later must default to the behaviour before
+    it: the specs that earlier fedspecs queued and checkpointed leave it out,
+    and mean its default (:func:`with_defaults`).
     """
 
     # TOML and the command line both read inf and nan as floats; no setting means anything with them.
@@ -138,6 +142,7 @@ class ExperimentSpec(BaseModel):
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
     """``task 'digits' -> 'tweets-minilm', rounds 10 -> 20``: the first few fields that differ, the task first."""
+    old, new = with_defaults(old), with_defaults(new)  # a setting one of them leaves out (an earlier fedspec's) is at its default
     keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
     shown = [f"{k if k.isidentifier() else _short(k)} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys[:most]]
     return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
@@ -244,6 +249,58 @@ def _format_validation_error(err: ValidationError, where: str, model: type[BaseM
     if where == COMMAND_LINE:  # `fedspec run`: the option, as typed
         return f"--{parts[0].replace('_', '-')}: {msg}" if parts else msg
     return f"{where}: {'.'.join(parts)}: {msg}" if parts else f"{where}: {msg}"
+
+
+@functools.cache
+def settings_digest() -> str:
+    """What this fedspec takes as an item's settings (names, types, choices, bounds, defaults), in 12 hex digits.
+
+    Queue items carry the digest of the fedspec that added them
+    (:func:`origin`).  Machines of a grid update at different times: an item
+    whose settings another fedspec added (a new setting, task or method) and
+    this one does not take is then left to the machines that do, not failed.
+    Built from the field declarations, not pydantic's JSON schema, which
+    changes between pydantic versions on settings that do not.
+    """
+    fields = [(name, repr(f.annotation), repr(f.metadata), repr(f.default))
+              for name, f in sorted(ExperimentSpec.model_fields.items())]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
+
+
+def origin() -> dict[str, str]:
+    """The stamp on queue items this fedspec adds: ``{"fedspec": version, "settings": settings_digest()}``."""
+    return {"fedspec": __version__, "settings": settings_digest()}
+
+
+def spec_problem(spec: dict[str, Any], where: str) -> str | None:
+    """One line on why this fedspec does not take ``spec`` (as :func:`make_spec` words it), or None."""
+    try:
+        ExperimentSpec.model_validate(spec)
+    except ValidationError as err:
+        return _format_validation_error(err, where, ExperimentSpec)
+    return None
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return ExperimentSpec().model_dump(mode="json")
+
+
+def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with every setting it leaves out at this fedspec's default.
+
+    A setting added in a later fedspec defaults to the behaviour before it,
+    so an item queued or checkpointed by an earlier fedspec, whose spec does
+    not name it, is the same experiment as today's spec with the default.
+    """
+    return {**_defaults(), **spec}
+
+
+def without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` less the settings at this fedspec's default: what a checkpoint records, so that an earlier fedspec,
+    which does not know a setting added since, still reads the same settings there while it is at its default."""
+    defaults = _defaults()
+    return {k: v for k, v in spec.items() if k not in defaults or defaults[k] != v}
 
 
 def make_spec(where: str = COMMAND_LINE, **values: Any) -> ExperimentSpec:

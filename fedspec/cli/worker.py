@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from fedspec.cli.common import console, folder_root, out, round_line, setup_logging, shell_path, writable_root
-from fedspec.config import load_grid
+from fedspec.config import load_grid, origin
 from fedspec.fl.partition import check_splittable
 from fedspec.queue.identity import check_worker_name, default_worker_name, hold_name
 from fedspec.queue.store import RootPaths
@@ -62,7 +62,8 @@ def _add_grid(root: Path, grid: Path) -> RootPaths:
     root folder included.
     """
     grid_items = load_grid(grid)
-    items = [QueueItem(i.id, i.spec.model_dump(mode="json")) for i in grid_items]
+    stamp = origin()  # which fedspec's settings these are: a machine whose fedspec does not take them leaves them to others
+    items = [QueueItem(i.id, i.spec.model_dump(mode="json"), added_by=stamp) for i in grid_items]
     there = RootPaths(folder_root(root))
     queued = load_queue(there) if there.queue_file.exists() else []
     same = same_spec_elsewhere(queued, items)
@@ -197,7 +198,10 @@ def worker(
     for task_name in w.unavailable:
         console.print(f"[yellow]warning:[/yellow] this machine cannot load {task_name} (why: above); its items are left to "
                       "other machines", highlight=False)
-    if code == 0 and w.unavailable and set(w.outcomes) == {LEFT_TO_OTHERS}:
+    if w.other_fedspec:
+        console.print(f"[yellow]warning:[/yellow] {len(w.other_fedspec)} item(s) added by another fedspec are left to the "
+                      "machines that run it (why: above); update fedspec here to run them", highlight=False)
+    if code == 0 and (w.unavailable or w.other_fedspec) and set(w.outcomes) <= {LEFT_TO_OTHERS}:
         code = 1  # nothing this machine can run: say so in the exit code too
     out.print(f"worker {worker_name}: {tally}" + ("" if code in (0, 1) else f"; stopped (exit {code})"))
     if code == 0 and w.final is not None:

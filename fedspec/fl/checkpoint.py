@@ -133,15 +133,16 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, 
     meta = parse_header(blob, where)
     if meta.get("spec_hash") != spec_hash or meta.get("item_id") != item_id:
         changes = header_changes(meta, spec_hash, spec) if meta.get("item_id") == item_id else ""
-        if changes:  # (none: the same settings hashed another way; the hashes then)
+        if changes:
             raise CheckpointError(
                 f"{where}: checkpoint of {item_id!r} belongs to a different spec ({changes}); "
                 "resume it with its own settings; for the new ones use another item name or --root, or move it away"
             )
-        raise CheckpointError(
-            f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "
-            f"expected {item_id!r}, spec {spec_hash}); move it away or use another --root"
-        )
+        if changes is not None:  # nothing to compare: the hashes then (None: the same settings, an earlier fedspec's hash)
+            raise CheckpointError(
+                f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "
+                f"expected {item_id!r}, spec {spec_hash}); move it away or use another --root"
+            )
     try:
         state = load_tensors(blob)
     except (SafetensorError, ValueError) as err:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fedspec import __version__
-from fedspec.config import ExperimentSpec
+from fedspec.config import ExperimentSpec, without_defaults
 from fedspec.errors import AggregationError
 from fedspec.fl.aggregators import make_aggregator
 from fedspec.fl.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint
@@ -118,7 +118,7 @@ def run_experiment(
     ckpt_folder = checkpoint_dir(root, item_id)
     hashed = spec.hashed_fields()
     ckpt = load_checkpoint(ckpt_folder, item_id, spec_hash, hashed)  # refuses another spec's checkpoint first
-    checkpoints = CheckpointWriter(ckpt_folder, item_id, spec_hash, hashed)
+    checkpoints = CheckpointWriter(ckpt_folder, item_id, spec_hash, without_defaults(hashed))
     if csv_path.exists():
         return RunOutcome(status="duplicate", rows=ckpt.rows if ckpt else [], csv_path=csv_path)
     dev = resolve_device(device or spec.device)

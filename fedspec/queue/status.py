@@ -12,12 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fedspec import __version__
 from fedspec.checkpoint_file import read_header
+from fedspec.config import spec_problem
 from fedspec.errors import CheckpointError
 from fedspec.queue.claims import ItemClaims, items_with_records, read_claims
 from fedspec.queue.heartbeat import LeaseObserver, read_heartbeats
 from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders
-from fedspec.queue.workqueue import QueueItem, load_queue, other_settings
+from fedspec.queue.workqueue import QueueItem, and_more, load_queue, other_settings
 
 STATES = ("pending", "running", "done", "failed")
 DEFAULT_TTL = 300.0  # for a heartbeat that does not say its lease TTL
@@ -54,6 +56,7 @@ class WorkerStatus:
     lease_ttl: float | None = None
     round_progress: float | None = None  # share of the round in flight trained so far (at its last heartbeat)
     sec_per_round_estimate: float | None = None  # from the pace of the round in flight, until a round is done
+    other_fedspec: str | None = None  # why it leaves items another fedspec added to other machines (Worker._sort_out_other_fedspecs)
 
     @property
     def live(self) -> bool:
@@ -200,7 +203,8 @@ def classify(
                      b.get("round") if isinstance(b.get("round"), int) and not isinstance(b.get("round"), bool) else None,
                      _number(b.get("sec_per_round")), ages.get(name), _text(b.get("state")),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
-                     _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")))
+                     _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")),
+                     _other_fedspec(b.get("other_fedspec")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -209,6 +213,9 @@ def classify(
             for task, reason in w.unavailable.items():
                 if task in waiting:
                     warnings.append(f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})")
+            if w.other_fedspec and w.live and waiting:
+                warnings.append(f"{w.name} {w.other_fedspec}")
+        warnings.extend(_of_other_fedspec(items, {i.id for i in statuses if i.state in ("pending", "running")}))
     for copy in conflicted_copies(paths.work, QUEUE_FILE):
         warnings.append(f"conflicted copy of the queue: {copy.name} (a worker merges it)")
     for ph in placeholders(paths.root) if scan_placeholders else []:
@@ -223,6 +230,26 @@ def _other_settings(header: dict[str, Any] | None, item: QueueItem) -> str | Non
         return other_settings(header, item)
     except ValidationError:  # a hand-edited spec: the worker that runs it says what is wrong
         return None
+
+
+def _other_fedspec(value: Any) -> str | None:
+    """A heartbeat's ``other_fedspec`` in words: ``(fedspec 0.1.0) leaves 3 item(s) …``; None where it has none."""
+    if not isinstance(value, dict) or not isinstance(value.get("items"), int):
+        return None
+    return (f"(fedspec {_text(value.get('fedspec')) or '?'}) leaves {value['items']} item(s) added by another fedspec to "
+            f"other machines, as it does not take their settings ({_text(value.get('why')) or '?'})")
+
+
+def _of_other_fedspec(items: list[QueueItem], unfinished: set[str]) -> list[str]:
+    """The line for unfinished items that another fedspec added with settings this one does not take, if any."""
+    found = [(item, problem) for item in items if item.id in unfinished and item.of_other_settings
+             and (problem := spec_problem(item.spec, item.id))]
+    if not found:
+        return []
+    item, problem = found[0]
+    more = and_more(found)
+    return [f"{problem}{more}: added by fedspec {(item.added_by or {}).get('fedspec', '?')}, whose settings this fedspec "
+            f"{__version__} does not take; only machines that run that fedspec can run them (update fedspec here)"]
 
 
 def _number(value: Any) -> float | None:

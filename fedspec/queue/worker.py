@@ -23,13 +23,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fedspec import __version__
+from fedspec.config import spec_problem
 from fedspec.errors import (ConfigError, FedspecError, FolderUnreachable, LeaseLost, NameInUse, NotSyncedYet, QueueError,
                             RootError, StorageError, TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
 from fedspec.queue.store import RootPaths
-from fedspec.queue.workqueue import QueueItem, load_queue, merge_conflicted_copies
+from fedspec.queue.workqueue import QueueItem, and_more, load_queue, merge_conflicted_copies
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class Worker:
         self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
         self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
         self._unreachable_since: float | None = None  # monotonic time the shared folder dropped (--wait waits for it)
+        self.other_fedspec: dict[str, str] = {}  # item -> why this fedspec does not take the settings another one added it with
+        self._takes: set[str] = set()  # items of another fedspec's stamp whose settings this one takes all the same
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -205,11 +209,12 @@ class Worker:
                           scan_placeholders=self._placeholder_scan_due())
         for line in report.warnings:
             self._warn(line)
+        self._sort_out_other_fedspecs(items, report)
         if self._claim_and_run(items, report):
             return False
-        pending_here = sum(1 for st in report.items if st.state == "pending" and st.task not in self.unavailable)
+        pending_here = sum(1 for st in report.items if st.state == "pending" and self._may_run(st))
         # Held by a worker that has moved on: this worker takes them over once the grace has passed, --wait or not.
-        orphans = [st for st in report.items if st.state == "running" and st.moved_on and st.task not in self.unavailable]
+        orphans = [st for st in report.items if st.state == "running" and st.moved_on and self._may_run(st)]
         if not (self.settings.wait or orphans) or pending_here + report.counts["running"] == 0:
             self.final = report
             return True
@@ -240,12 +245,50 @@ class Worker:
             self.events.on_settle(item_id, generation, seconds)
         self._sleep(seconds)
 
+    def _may_run(self, st) -> bool:
+        """False for an item left to other machines: its task does not load here, or its settings are another fedspec's."""
+        return st.task not in self.unavailable and st.id not in self.other_fedspec
+
+    def _sort_out_other_fedspecs(self, items: list[QueueItem], report: StatusReport) -> None:
+        """Leave to other machines the unfinished items that another fedspec added with settings this one does not take.
+
+        Machines of a grid update at different times: a newer fedspec's
+        items may name a setting, task or method this one does not know.
+        Failing them here would fail the grid item by item.  Only items
+        stamped with other declarations of the settings are checked, once
+        each; an item of this fedspec's own settings that does not validate
+        (a hand-edited queue) still fails when it runs.
+        """
+        unfinished = {st.id for st in report.items if st.state in ("pending", "running")}
+        new = []
+        for item in items:
+            if item.id not in unfinished or not item.of_other_settings or item.id in self._takes or item.id in self.other_fedspec:
+                continue
+            problem = spec_problem(item.spec, item.id)
+            if problem is None:
+                self._takes.add(item.id)
+            else:
+                self.other_fedspec[item.id] = problem
+                new.append(item)
+        if not new:
+            return
+        theirs = new[0].added_by.get("fedspec", "?") if new[0].added_by else "?"
+        same = theirs == __version__
+        more = and_more(new)
+        self._warn(f"{self.other_fedspec[new[0].id]}{more}: added by {'another checkout of ' if same else ''}fedspec {theirs}, "
+                   f"whose settings this fedspec {__version__} does not take; left to machines that run it (update "
+                   "fedspec here to run them)")
+        self.heartbeat.update(other_fedspec={"items": len(self.other_fedspec), "why": self.other_fedspec[new[0].id],
+                                             "fedspec": __version__})
+
     def _claim_and_run(self, items: list[QueueItem], report: StatusReport) -> bool:
         by_id = {i.id: i for i in items}
         for st in claim_order(report.items, self.name):
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
             now = time.monotonic()
             if not claimable or self._unavailable_until.get(st.task, 0.0) > now or self._not_synced.get(st.id, 0.0) > now:
+                continue
+            if st.id in self.other_fedspec:
                 continue
             if st.state == "running" and st.holder == self.name:
                 log.info("%s: taking it up again (this worker could not hand it back)", st.id)

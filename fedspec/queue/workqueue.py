@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sized
 
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import header_changes, read_header
-from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, spec_changes
+from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, settings_digest, spec_changes, with_defaults
 from fedspec.errors import CheckpointError, QueueError, RootError, no_such_root
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -29,10 +29,17 @@ class QueueItem:
     id: str
     spec: dict[str, Any]
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # The fedspec that added the item ({"fedspec": version, "settings": digest}, config.origin()); None in older queues.
+    added_by: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     @property
     def rounds(self) -> int:
         return int(self.spec.get("rounds", 0))
+
+    @property
+    def of_other_settings(self) -> bool:
+        """True when a fedspec that declares an item's settings otherwise than this one added it (see ``settings_digest``)."""
+        return self.added_by is not None and self.added_by.get("settings") != settings_digest()
 
 
 def _parse(data: Any, where: Path) -> list[QueueItem]:
@@ -45,12 +52,15 @@ def _parse(data: Any, where: Path) -> list[QueueItem]:
         problem = item_id_problem(raw["id"])
         if problem:
             raise QueueError(f"{where}: items[{n}]: id {raw['id']!r} is not a safe file name ({problem})")
-        items.append(QueueItem(raw["id"], raw["spec"], int(raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS))))
+        stamp = raw.get("added_by")
+        added_by = {str(k): str(v) for k, v in stamp.items()} if isinstance(stamp, dict) else None  # another's file: lenient
+        items.append(QueueItem(raw["id"], raw["spec"], int(raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)), added_by))
     return items
 
 
 def _serialize(items: list[QueueItem]) -> dict[str, Any]:
-    return {"format": FORMAT, "items": [{"id": i.id, "spec": i.spec, "max_attempts": i.max_attempts} for i in items]}
+    return {"format": FORMAT, "items": [{"id": i.id, "spec": i.spec, "max_attempts": i.max_attempts,
+                                         **({"added_by": i.added_by} if i.added_by is not None else {})} for i in items]}
 
 
 def load_queue(paths: RootPaths) -> list[QueueItem]:
@@ -99,10 +109,10 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str,
     for item in extra:
         if item.id in by_id:
             old = by_id[item.id].spec
-            if old != item.spec:
+            changes = spec_changes(old, item.spec)  # none for a setting an earlier fedspec's spec leaves out at its default
+            if changes:
                 tip = f"; {advice(old, item.spec)}" if advice else ""
-                raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec "
-                                 f"({spec_changes(old, item.spec)}){tip}")
+                raise QueueError(f"{where}: item {item.id!r} is already in the queue with a different spec ({changes}){tip}")
             continue
         by_id[item.id] = item
         merged.append(item)
@@ -112,6 +122,7 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str,
 
 def _grid_advice(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What to do when a grid's item has the name of a queued item of other settings."""
+    old, new = with_defaults(old), with_defaults(new)
     if {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)} == {"seed"}:  # a single-seed grid, another seed
         return (f"to add seeds to this root, list them all in one grid (seeds = [{old.get('seed')}, {new.get('seed')}]): "
                 "the items already there keep their names and results")
@@ -178,8 +189,12 @@ def same_spec_elsewhere(existing: list[QueueItem], new: list[QueueItem]) -> dict
     seeds of the figures.
     """
     ids = {i.id for i in existing}
-    by_spec = {json.dumps(i.spec, sort_keys=True): i.id for i in existing}
-    return {i.id: by_spec[key] for i in new if i.id not in ids and (key := json.dumps(i.spec, sort_keys=True)) in by_spec}
+    by_spec = {_key(i.spec): i.id for i in existing}
+    return {i.id: by_spec[key] for i in new if i.id not in ids and (key := _key(i.spec)) in by_spec}
+
+
+def _key(spec: dict[str, Any]) -> str:
+    return json.dumps(with_defaults(spec), sort_keys=True)
 
 
 def other_settings(header: dict[str, Any], item: QueueItem) -> str | None:
@@ -220,7 +235,7 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
     return None if rounds == expected else f"a result of {rounds} round(s) (the grid's item has {expected})"
 
 
-def _and_more(found: Sized) -> str:
+def and_more(found: Sized) -> str:
     """`` (and 2 more item(s))`` after the first of ``found`` named in an error, or ``""``."""
     return f" (and {len(found) - 1} more item(s))" if len(found) > 1 else ""
 
@@ -229,7 +244,7 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
     in_other_case = paths.files_in_other_case([i.id for i in new])  # e.g. `fedspec run --name FEDAVG_iid`'s, on Linux
     if in_other_case:
         item_id, held = next(iter(in_other_case.items()))
-        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{_and_more(in_other_case)}, "
+        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{and_more(in_other_case)}, "
                          "which macOS and Windows take for this item's (they differ in case only), e.g. from `fedspec run "
                          "--name`: move them away, or give this grid its own --root")
     found = [(item, problem) for item in new if (problem := leftover_of_other_settings(paths, item))]
@@ -238,7 +253,7 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
     item, problem = found[0]
     ckpt, csv = paths.checkpoint_folder(item.id), paths.result_csv(item.id)
     move = " and ".join(str(p.relative_to(paths.root)) for p in (ckpt, csv) if p.exists())
-    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{_and_more(found)}, e.g. from "
+    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{and_more(found)}, e.g. from "
                      f"`fedspec run`; a worker would take that for this grid's result: move {move} away, or give this "
                      "grid its own --root")
 
@@ -251,5 +266,5 @@ def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the que
     raise QueueError(f"{where}: no item {item_id!r}{did_you_mean(item_id, (i.id for i in items))}")
 
 
-__all__ = ["QueueItem", "add_items", "find_item", "leftover_of_other_settings", "load_queue", "merge_conflicted_copies",
-           "same_spec_elsewhere"]
+__all__ = ["QueueItem", "add_items", "and_more", "find_item", "leftover_of_other_settings", "load_queue",
+           "merge_conflicted_copies", "same_spec_elsewhere"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from fedspec.config import make_spec
-from fedspec.errors import AggregationError, LeaseLost
+from fedspec.errors import AggregationError, CheckpointError, LeaseLost
 from fedspec.fl import client as client_mod
 from fedspec.checkpoint_file import NAME as CHECKPOINT
 from fedspec.checkpoint_file import read_header
@@ -221,3 +222,43 @@ def test_resume_by_another_fedspec_version_is_warned(tmp_path: Path, digits, mon
         out = run_experiment(spec, "v", tmp_path, task=digits)
     assert out.resumed_from == 2
     assert f"round 2 was checkpointed by fedspec {__version__}, this is fedspec 9.9.9" in caplog.text
+
+
+def _rewrite_header(path: Path, edit) -> None:
+    """Change a checkpoint's ``fedspec`` metadata in place, as another fedspec would have written it (tensors untouched)."""
+    blob = path.read_bytes()
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + length])
+    meta = json.loads(header["__metadata__"]["fedspec"])
+    edit(meta)
+    header["__metadata__"]["fedspec"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + blob[8 + length :])
+
+
+def test_a_checkpoint_of_an_earlier_fedspec_resumes_when_the_setting_it_lacks_is_at_its_default(tmp_path: Path, digits) -> None:
+    """A setting added in a later fedspec changes every spec hash, so an upgraded machine refused to resume a
+    grid's checkpoints of the same settings.  A setting an earlier fedspec's header leaves out is at its default."""
+    spec = make_spec(method="fedavg", **SMALL)
+    run_experiment(spec, "v", tmp_path / "ref", task=digits)
+
+    def stop_after_round_two(kind: str) -> None:
+        meta = read_header(checkpoint_dir(tmp_path, "v"))
+        if kind == "checkpoint" and meta and meta["round"] == 2:
+            raise LeaseLost("simulated stop")
+
+    with pytest.raises(LeaseLost):
+        run_experiment(spec, "v", tmp_path, task=digits, guard=stop_after_round_two)
+    recorded = read_header(checkpoint_dir(tmp_path, "v"))["spec"]
+    # What a checkpoint records leaves the defaults out, so that an earlier fedspec reads a later setting at its default.
+    assert recorded == {"clients": 4, "max_train_samples": 400, "method": "fedavg", "min_client_size": 5, "rounds": 4}
+    earlier = {k: v for k, v in spec.hashed_fields().items() if k != "parallel_clients"}  # a fedspec before the setting
+    path = checkpoint_dir(tmp_path, "v") / CHECKPOINT
+    _rewrite_header(path, lambda meta: meta.update(spec={**earlier, "parallel_clients": "off"}, spec_hash="0" * 16))
+    with pytest.raises(CheckpointError, match=r"belongs to a different spec \(parallel_clients 'off' -> 'auto'\)"):
+        run_experiment(spec, "v", tmp_path, task=digits)
+    _rewrite_header(path, lambda meta: meta.update(spec=earlier, spec_hash="0" * 16))
+    out = run_experiment(spec, "v", tmp_path, task=digits)
+    assert out.resumed_from == 2
+    assert read_rows(results_path(tmp_path, "v")) == read_rows(results_path(tmp_path / "ref", "v"))

@@ -426,6 +426,60 @@ def test_hand_edited_item_spec_fails_the_item_with_one_line(tmp_path: Path) -> N
     assert st.state == "pending" and st.attempts == 0
 
 
+def test_items_another_fedspec_added_with_settings_this_one_lacks_are_left_to_it_not_failed(tmp_path: Path) -> None:
+    """Machines of a grid update at different times.  A worker whose fedspec lacked a newer one's setting failed
+    every item that fedspec added at its first claim: a whole grid failed in seconds on one machine not updated."""
+    from fedspec import __version__
+    from fedspec.config import origin
+
+    newer = {"fedspec": "9.0.0", "settings": "0123456789ab"}
+    spec = {"method": "fedavg", "rounds": 1, "clients": 4, "min_client_size": 5, "max_train_samples": 200}
+    queue = {"format": 1, "items": [
+        {"id": "new1", "spec": {**spec, "weight_decay": 0.01}, "added_by": newer},
+        {"id": "new2", "spec": {**spec, "task": "cifar10"}, "added_by": newer},
+        {"id": "plain", "spec": spec, "added_by": newer},  # settings this fedspec takes: it runs them
+        {"id": "edited", "spec": {**spec, "weight_decay": 0.01}, "added_by": origin()},  # its own settings, hand-edited
+    ]}
+    (tmp_path / "distributed_work").mkdir()
+    (tmp_path / "distributed_work" / "work_queue.json").write_text(json.dumps(queue))
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "w"), capture_output=True, text=True, timeout=120)
+    said = res.stdout + res.stderr
+    assert res.returncode == 0 and "Traceback" not in said
+    assert said.count(f"new1: weight_decay: unknown key (and 1 more item(s)): added by fedspec 9.0.0, whose settings this "
+                      f"fedspec {__version__} does not take; left to machines that run it (update fedspec here to run them)") == 1
+    assert "new1: claimed" not in said and "new2: claimed" not in said
+    assert "2 item(s) added by another fedspec are left to the machines that run it" in said
+    states = {st.id: (st.state, st.attempts) for st in classify(RootPaths(tmp_path), load_queue(RootPaths(tmp_path))).items}
+    assert states == {"new1": ("pending", 0), "new2": ("pending", 0), "plain": ("done", 0), "edited": ("failed", 1)}
+    beat = json.loads((tmp_path / "distributed_work" / "heartbeats" / "w.json").read_text())
+    assert beat["other_fedspec"] == {"items": 2, "why": "new1: weight_decay: unknown key", "fedspec": __version__}
+    status = subprocess.run(fedspec_cmd("status", "--root", str(tmp_path)), capture_output=True, text=True, timeout=60)
+    assert (f"new1: weight_decay: unknown key (and 1 more item(s)): added by fedspec 9.0.0, whose settings this fedspec "
+            f"{__version__} does not take; only machines that run that fedspec can run them") in " ".join(status.stdout.split())
+    # Nothing left that this machine can run: it says so in its exit code, as for a task it cannot load.
+    again = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "w"), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "worker w: no item run" in again.stdout
+
+
+def test_a_later_fedspec_adds_the_same_grid_to_an_earlier_ones_queue(tmp_path: Path) -> None:
+    """A grid added by a fedspec with a setting the queue's items leave out was refused as "a different spec
+    (parallel_clients None -> 'auto')": give this grid its own --root.  A setting left out is at its default."""
+    from fedspec.config import make_spec, origin
+    from fedspec.queue.workqueue import same_spec_elsewhere
+
+    paths = RootPaths(tmp_path)
+    today = make_spec(**SPEC).model_dump(mode="json")
+    earlier = {k: v for k, v in today.items() if k != "parallel_clients"}
+    add_items(paths, [QueueItem("a", earlier)])
+    assert add_items(paths, [QueueItem("a", today, added_by=origin())]) == []
+    assert load_queue(paths)[0].spec == earlier and load_queue(paths)[0].added_by is None  # kept as the first adder wrote it
+    with pytest.raises(QueueError, match=r"item 'a' is already in the queue with a different spec \(parallel_clients 'auto' -> 'off'\)"):
+        add_items(paths, [QueueItem("a", {**today, "parallel_clients": "off"})])
+    assert same_spec_elsewhere(load_queue(paths), [QueueItem("b", today)]) == {"b": "a"}
+    add_items(paths, [QueueItem("c", {**SPEC, "seed": 7}, added_by=origin())])
+    assert load_queue(paths)[1].added_by == origin()
+
+
 def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path: Path) -> None:
     """A Wi-Fi drop while loading a task must not idle a waiting worker for the rest of the grid."""
     from fedspec.errors import TaskError
