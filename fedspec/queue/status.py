@@ -12,14 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fedspec import __version__
 from fedspec.checkpoint_file import read_header
-from fedspec.config import spec_problem
 from fedspec.errors import CheckpointError
 from fedspec.queue.claims import ItemClaims, items_with_records, read_claims
 from fedspec.queue.heartbeat import LeaseObserver, read_heartbeats
 from fedspec.queue.store import QUEUE_FILE, RootPaths, conflicted_copies, placeholders
-from fedspec.queue.workqueue import QueueItem, and_more, load_queue, other_settings
+from fedspec.queue.workqueue import QueueItem, added_by_other_fedspec, load_queue, not_taken_here, other_settings
 
 STATES = ("pending", "running", "done", "failed")
 DEFAULT_TTL = 300.0  # for a heartbeat that does not say its lease TTL
@@ -215,7 +213,10 @@ def classify(
                     warnings.append(f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})")
             if w.other_fedspec and w.live and waiting:
                 warnings.append(f"{w.name} {w.other_fedspec}")
-        warnings.extend(_of_other_fedspec(items, {i.id for i in statuses if i.state in ("pending", "running")}))
+        unfinished = {i.id for i in statuses if i.state in ("pending", "running")}
+        found = not_taken_here(item for item in items if item.id in unfinished)
+        if found:
+            warnings.append(f"{added_by_other_fedspec(found)}; only machines that run that fedspec can run them (update fedspec here)")
     for copy in conflicted_copies(paths.work, QUEUE_FILE):
         warnings.append(f"conflicted copy of the queue: {copy.name} (a worker merges it)")
     for ph in placeholders(paths.root) if scan_placeholders else []:
@@ -238,18 +239,6 @@ def _other_fedspec(value: Any) -> str | None:
         return None
     return (f"(fedspec {_text(value.get('fedspec')) or '?'}) leaves {value['items']} item(s) added by another fedspec to "
             f"other machines, as it does not take their settings ({_text(value.get('why')) or '?'})")
-
-
-def _of_other_fedspec(items: list[QueueItem], unfinished: set[str]) -> list[str]:
-    """The line for unfinished items that another fedspec added with settings this one does not take, if any."""
-    found = [(item, problem) for item in items if item.id in unfinished and item.of_other_settings
-             and (problem := spec_problem(item.spec, item.id))]
-    if not found:
-        return []
-    item, problem = found[0]
-    more = and_more(found)
-    return [f"{problem}{more}: added by fedspec {(item.added_by or {}).get('fedspec', '?')}, whose settings this fedspec "
-            f"{__version__} does not take; only machines that run that fedspec can run them (update fedspec here)"]
 
 
 def _number(value: Any) -> float | None:

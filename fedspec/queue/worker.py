@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fedspec import __version__
-from fedspec.config import spec_problem
 from fedspec.errors import (ConfigError, FedspecError, FolderUnreachable, LeaseLost, NameInUse, NotSyncedYet, QueueError,
                             RootError, StorageError, TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
 from fedspec.queue.status import StatusReport, classify
 from fedspec.queue.store import RootPaths
-from fedspec.queue.workqueue import QueueItem, and_more, load_queue, merge_conflicted_copies
+from fedspec.queue.workqueue import QueueItem, added_by_other_fedspec, load_queue, merge_conflicted_copies, not_taken_here
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class Worker:
         self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
         self._unreachable_since: float | None = None  # monotonic time the shared folder dropped (--wait waits for it)
         self.other_fedspec: dict[str, str] = {}  # item -> why this fedspec does not take the settings another one added it with
-        self._takes: set[str] = set()  # items of another fedspec's stamp whose settings this one takes all the same
+        self._looked_at: set[str] = set()  # items whose settings _sort_out_other_fedspecs has looked at
 
     # -- signals -------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -252,34 +251,20 @@ class Worker:
     def _sort_out_other_fedspecs(self, items: list[QueueItem], report: StatusReport) -> None:
         """Leave to other machines the unfinished items that another fedspec added with settings this one does not take.
 
-        Machines of a grid update at different times: a newer fedspec's
-        items may name a setting, task or method this one does not know.
-        Failing them here would fail the grid item by item.  Only items
-        stamped with other declarations of the settings are checked, once
-        each; an item of this fedspec's own settings that does not validate
-        (a hand-edited queue) still fails when it runs.
+        Failing them here would fail a grid item by item on the one machine
+        not updated yet.  Each item is looked at once; an item of this
+        fedspec's own settings that does not validate (a hand-edited queue)
+        still fails when it runs.
         """
         unfinished = {st.id for st in report.items if st.state in ("pending", "running")}
-        new = []
-        for item in items:
-            if item.id not in unfinished or not item.of_other_settings or item.id in self._takes or item.id in self.other_fedspec:
-                continue
-            problem = spec_problem(item.spec, item.id)
-            if problem is None:
-                self._takes.add(item.id)
-            else:
-                self.other_fedspec[item.id] = problem
-                new.append(item)
-        if not new:
+        fresh = [item for item in items if item.id in unfinished and item.id not in self._looked_at]
+        self._looked_at.update(item.id for item in fresh)
+        found = not_taken_here(fresh)
+        if not found:
             return
-        theirs = new[0].added_by.get("fedspec", "?") if new[0].added_by else "?"
-        same = theirs == __version__
-        more = and_more(new)
-        self._warn(f"{self.other_fedspec[new[0].id]}{more}: added by {'another checkout of ' if same else ''}fedspec {theirs}, "
-                   f"whose settings this fedspec {__version__} does not take; left to machines that run it (update "
-                   "fedspec here to run them)")
-        self.heartbeat.update(other_fedspec={"items": len(self.other_fedspec), "why": self.other_fedspec[new[0].id],
-                                             "fedspec": __version__})
+        self.other_fedspec.update((item.id, problem) for item, problem in found)
+        self._warn(f"{added_by_other_fedspec(found)}; left to machines that run it (update fedspec here to run them)")
+        self.heartbeat.update(other_fedspec={"items": len(self.other_fedspec), "why": found[0][1], "fedspec": __version__})
 
     def _claim_and_run(self, items: list[QueueItem], report: StatusReport) -> bool:
         by_id = {i.id: i for i in items}

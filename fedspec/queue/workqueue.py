@@ -10,11 +10,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sized
+from typing import Any, Callable, Iterable, Sized
 
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import header_changes, read_header
-from fedspec.config import ExperimentSpec, did_you_mean, item_id_problem, settings_digest, spec_changes, with_defaults
+from fedspec import __version__
+from fedspec.config import (ExperimentSpec, did_you_mean, item_id_problem, settings_digest, spec_changes, spec_problem,
+                            with_defaults)
 from fedspec.errors import CheckpointError, QueueError, RootError, no_such_root
 from fedspec.queue.store import QUEUE_FILE, QueueLock, RootPaths, conflicted_copies, read_json
 
@@ -258,6 +260,27 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
                      "grid its own --root")
 
 
+def not_taken_here(items: Iterable[QueueItem]) -> list[tuple[QueueItem, str]]:
+    """``(item, why)`` for the items that another fedspec added with settings this one does not take.
+
+    Machines of a grid update at different times, and a newer fedspec's
+    items may name a setting, task or method this one does not know.  Only
+    items stamped with other declarations of the settings are validated: an
+    item of this fedspec's own that does not validate is a hand edit.
+    """
+    return [(item, problem) for item in items if item.of_other_settings and (problem := spec_problem(item.spec, item.id))]
+
+
+def added_by_other_fedspec(found: list[tuple[QueueItem, str]]) -> str:
+    """``x: weight_decay: unknown key (and 2 more item(s)): added by fedspec 0.2.0, whose settings this fedspec 0.1.0
+    does not take``, for what :func:`not_taken_here` found."""
+    item, problem = found[0]
+    theirs = (item.added_by or {}).get("fedspec", "?")
+    checkout = "another checkout of " if theirs == __version__ else ""
+    return (f"{problem}{and_more(found)}: added by {checkout}fedspec {theirs}, whose settings this fedspec {__version__} "
+            "does not take")
+
+
 def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the queue") -> QueueItem:
     """The item named ``item_id``; a name not there is a QueueError that offers the nearest id."""
     for item in items:
@@ -266,5 +289,5 @@ def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the que
     raise QueueError(f"{where}: no item {item_id!r}{did_you_mean(item_id, (i.id for i in items))}")
 
 
-__all__ = ["QueueItem", "add_items", "and_more", "find_item", "leftover_of_other_settings", "load_queue",
-           "merge_conflicted_copies", "same_spec_elsewhere"]
+__all__ = ["QueueItem", "add_items", "added_by_other_fedspec", "and_more", "find_item", "leftover_of_other_settings",
+           "load_queue", "merge_conflicted_copies", "not_taken_here", "same_spec_elsewhere"]

@@ -48,18 +48,23 @@ def test_a_max_rank_past_what_the_layers_hold_is_said_and_never_reported(tmp_pat
     assert [int(r["rank"]) for r in read_rows(results_path(tmp_path, "x"), drop=())] == [104, 128]
 
 
-@pytest.mark.parametrize("method", ["fedavg", "fedspec", "centralized"])
-def test_interrupted_and_resumed_run_gives_identical_csv(tmp_path: Path, digits, method: str) -> None:
-    spec = make_spec(method=method, tail_threshold=0.0, **SMALL)
-    run_experiment(spec, "ref", tmp_path / "a", task=digits)
+def run_until_round_two_then_stop(spec, item: str, root: Path, task) -> None:
+    """Run ``item`` until its round-2 checkpoint is committed, then stop it as a lost lease does (the checkpoint stays)."""
 
     def stop_after_round_two(kind: str) -> None:
-        meta = read_header(checkpoint_dir(tmp_path / "b", "ref"))
+        meta = read_header(checkpoint_dir(root, item))
         if kind == "checkpoint" and meta and meta["round"] == 2:
             raise LeaseLost("simulated stop")
 
     with pytest.raises(LeaseLost):
-        run_experiment(spec, "ref", tmp_path / "b", task=digits, guard=stop_after_round_two)
+        run_experiment(spec, item, root, task=task, guard=stop_after_round_two)
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedspec", "centralized"])
+def test_interrupted_and_resumed_run_gives_identical_csv(tmp_path: Path, digits, method: str) -> None:
+    spec = make_spec(method=method, tail_threshold=0.0, **SMALL)
+    run_experiment(spec, "ref", tmp_path / "a", task=digits)
+    run_until_round_two_then_stop(spec, "ref", tmp_path / "b", digits)
     assert not results_path(tmp_path / "b", "ref").exists()
     out = run_experiment(spec, "ref", tmp_path / "b", task=digits)
     assert out.resumed_from == 2
@@ -209,13 +214,7 @@ def test_resume_by_another_fedspec_version_is_warned(tmp_path: Path, digits, mon
 
     spec = make_spec(method="fedavg", **SMALL)
 
-    def stop_after_round_two(kind: str) -> None:
-        meta = read_header(checkpoint_dir(tmp_path, "v"))
-        if kind == "checkpoint" and meta and meta["round"] == 2:
-            raise LeaseLost("simulated stop")
-
-    with pytest.raises(LeaseLost):
-        run_experiment(spec, "v", tmp_path, task=digits, guard=stop_after_round_two)
+    run_until_round_two_then_stop(spec, "v", tmp_path, digits)
     assert read_header(checkpoint_dir(tmp_path, "v"))["version"] == __version__
     monkeypatch.setattr(loop_mod, "__version__", "9.9.9")
     with caplog.at_level("WARNING", logger="fedspec.fl.loop"):
@@ -243,13 +242,7 @@ def test_a_checkpoint_of_an_earlier_fedspec_resumes_when_the_setting_it_lacks_is
     spec = make_spec(method="fedavg", **SMALL)
     run_experiment(spec, "v", tmp_path / "ref", task=digits)
 
-    def stop_after_round_two(kind: str) -> None:
-        meta = read_header(checkpoint_dir(tmp_path, "v"))
-        if kind == "checkpoint" and meta and meta["round"] == 2:
-            raise LeaseLost("simulated stop")
-
-    with pytest.raises(LeaseLost):
-        run_experiment(spec, "v", tmp_path, task=digits, guard=stop_after_round_two)
+    run_until_round_two_then_stop(spec, "v", tmp_path, digits)
     recorded = read_header(checkpoint_dir(tmp_path, "v"))["spec"]
     # What a checkpoint records leaves the defaults out, so that an earlier fedspec reads a later setting at its default.
     assert recorded == {"clients": 4, "max_train_samples": 400, "method": "fedavg", "min_client_size": 5, "rounds": 4}
