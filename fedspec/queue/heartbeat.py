@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from fedspec import __version__
 from fedspec.atomic import make_folder, write_json
 from fedspec.queue.store import RootPaths, read_json
 
@@ -40,7 +41,7 @@ class Heartbeat:
         self.paths, self.worker, self.interval = paths, worker, interval
         self.counter = 0
         self.instance = secrets.token_hex(8)
-        self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
+        self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(), "fedspec": __version__,
                                        "started": time.time(), "state": "idle", "instance": self.instance, **(info or {})}
         self.namesake: str | None = None  # set once another live worker is seen writing this file
         self._others: dict[str, Any] = {}  # instance -> the counter first seen from it

@@ -55,6 +55,7 @@ class WorkerStatus:
     round_progress: float | None = None  # share of the round in flight trained so far (at its last heartbeat)
     sec_per_round_estimate: float | None = None  # from the pace of the round in flight, until a round is done
     other_fedspec: str | None = None  # why it leaves items another fedspec added to other machines (Worker._sort_out_other_fedspecs)
+    fedspec: str | None = None  # its fedspec version (None: a heartbeat of a fedspec that did not say)
 
     @property
     def live(self) -> bool:
@@ -202,7 +203,7 @@ def classify(
                      _number(b.get("sec_per_round")), ages.get(name), _text(b.get("state")),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
                      _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")),
-                     _other_fedspec(b.get("other_fedspec")))
+                     _other_fedspec(b.get("other_fedspec")), _text(b.get("fedspec")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -213,6 +214,14 @@ def classify(
                     warnings.append(f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})")
             if w.other_fedspec and w.live and waiting:
                 warnings.append(f"{w.name} {w.other_fedspec}")
+        versions: dict[str, list[str]] = {}
+        for w in workers:
+            if w.live and w.fedspec:
+                versions.setdefault(w.fedspec, []).append(w.name)
+        if len(versions) > 1:  # the CSV of an item resumed on another version may differ from an uninterrupted run's
+            on = "; ".join(f"{version} on {', '.join(names)}" for version, names in sorted(versions.items()))
+            warnings.append(f"the live workers run different fedspec versions ({on}): an item resumed on another version "
+                            "may give another CSV than an uninterrupted run; update them to one version")
         unfinished = {i.id for i in statuses if i.state in ("pending", "running")}
         found = not_taken_here(item for item in items if item.id in unfinished)
         if found:

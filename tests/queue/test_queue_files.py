@@ -327,6 +327,24 @@ def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> N
     assert "ETA - (no worker running: start `fedspec worker`)" in render_text(report)
 
 
+def test_status_says_when_the_live_workers_run_different_fedspec_versions(tmp_path: Path) -> None:
+    """An item resumed on another version may give another CSV than an uninterrupted run (the run warns when it
+    resumes); status says so while the machines run, before any item moves between them."""
+    from fedspec import __version__
+
+    paths = make_root(tmp_path, ("a",))
+    beat(paths, "win", 0, fedspec=__version__)
+    beat(paths, "mac", 0, fedspec="9.0.0")
+    beat(paths, "box", 0, fedspec=__version__)
+    beat(paths, "gone", 5000, fedspec="0.0.1")  # silent past its lease: not counted
+    beat(paths, "older", 0)  # a fedspec whose heartbeat does not say
+    assert (f"the live workers run different fedspec versions ({__version__} on box, win; 9.0.0 on mac): an item resumed "
+            "on another version may give another CSV than an uninterrupted run; update them to one version"
+            ) in classify(paths, load_queue(paths)).warnings
+    beat(paths, "mac", 0, fedspec=__version__)
+    assert not any("fedspec versions" in line for line in classify(paths, load_queue(paths)).warnings)
+
+
 def test_a_queue_with_nothing_left_to_run_shows_no_eta(tmp_path: Path) -> None:
     """Every item done or failed: the head said "ETA 0s" (nearly done, with a failed item too), and a done item's
     column of failed attempts, headed "tries", read "tries 0"."""
@@ -453,6 +471,7 @@ def test_items_another_fedspec_added_with_settings_this_one_lacks_are_left_to_it
     assert states == {"new1": ("pending", 0), "new2": ("pending", 0), "plain": ("done", 0), "edited": ("failed", 1)}
     beat = json.loads((tmp_path / "distributed_work" / "heartbeats" / "w.json").read_text())
     assert beat["other_fedspec"] == {"items": 2, "why": "new1: weight_decay: unknown key", "fedspec": __version__}
+    assert beat["fedspec"] == __version__
     status = subprocess.run(fedspec_cmd("status", "--root", str(tmp_path)), capture_output=True, text=True, timeout=60)
     assert (f"new1: weight_decay: unknown key (and 1 more item(s)): added by fedspec 9.0.0, whose settings this fedspec "
             f"{__version__} does not take; only machines that run that fedspec can run them") in " ".join(status.stdout.split())
