@@ -54,6 +54,8 @@ def render(report: StatusReport, width: int = 80) -> Group:
         eta = "ETA " + _age(report.eta_seconds)
     elif report.live_workers == 0:
         eta = "ETA - (no worker running: start `fedspec worker`)"
+    elif report.able_workers == 0:
+        eta = "ETA - (no live worker can load what is left: see the warnings)"
     else:
         eta = "ETA unknown"
     head = (f"[bold]{total} item{'' if total == 1 else 's'}[/bold]: {c['pending']} pending, [cyan]{c['running']} running[/cyan], "

@@ -76,6 +76,11 @@ class StatusReport:
     def live_workers(self) -> int:
         return sum(1 for w in self.workers if w.live)
 
+    @property
+    def able_workers(self) -> int:
+        """Live workers that run an unfinished item or can load the task of one (the ETA counts these)."""
+        return len(_able(self.workers, [i for i in self.items if i.state in ("pending", "running")]))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "counts": self.counts,
@@ -258,6 +263,12 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _able(workers: list[WorkerStatus], unfinished: list[ItemStatus]) -> list[WorkerStatus]:
+    """The live workers that run an unfinished item, or can load the task of one."""
+    ids, tasks = {i.id for i in unfinished}, {i.task for i in unfinished}
+    return [w for w in workers if w.live and (w.item in ids or not tasks <= w.unavailable.keys())]
+
+
 def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]) -> float | None:
     """Seconds until every unfinished item is done: the rounds left over the live workers' speeds.
 
@@ -265,9 +276,12 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     GTX laptop differ); before it has finished a round, at the pace of the
     round in flight (training only: evaluation comes after), or else at the
     mean over the rounds so far; no more workers count than items are left.
-    The share of the rounds in flight already trained is taken off.  None
-    when no live worker is left to do the work (their heartbeats say stopped,
-    or went silent), or a live worker's speed is not known yet.
+    The share of the rounds in flight already trained is taken off.  A live
+    worker that cannot load the task of any item left (no text extra, no
+    network) does not count: its speed on another task's items made the ETA
+    of an SST-2 grid seconds.  None when no live worker is left to do the
+    work (their heartbeats say stopped, or went silent), or a live worker's
+    speed is not known yet.
     """
     unfinished = [i for i in items if i.state in ("pending", "running")]
     ids = {i.id for i in unfinished}
@@ -276,7 +290,7 @@ def _eta(items: list[ItemStatus], workers: list[WorkerStatus], secs: list[float]
     if remaining == 0:
         return 0.0
     mean = sum(secs) / len(secs) if secs else None
-    per_round = [w.sec_per_round or w.sec_per_round_estimate or mean for w in workers if w.live]
+    per_round = [w.sec_per_round or w.sec_per_round_estimate or mean for w in _able(workers, unfinished)]
     if not per_round or None in per_round:
         return None
     fastest = sorted(max(s, 1e-3) for s in per_round)[: len(unfinished)]

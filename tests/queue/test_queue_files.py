@@ -327,6 +327,26 @@ def test_eta_counts_only_live_workers_each_at_its_own_speed(tmp_path: Path) -> N
     assert "ETA - (no worker running: start `fedspec worker`)" in render_text(report)
 
 
+def test_eta_leaves_out_a_live_worker_that_cannot_load_what_is_left(tmp_path: Path) -> None:
+    """A laptop without the text extra, waiting with --wait after its digits items at 0.05 s a round, was counted
+    at that speed: the ETA of the SST-2 items left (a minute a round on the Mac) came out in seconds."""
+    paths = RootPaths(tmp_path)
+    sst2 = {**SPEC, "task": "sst2-bert"}
+    add_items(paths, [QueueItem("s1", sst2), QueueItem("s2", sst2)])  # 4 rounds left
+    beat(paths, "mac", 5, state="running", sec_per_round=60.0)
+    beat(paths, "win", 5, sec_per_round=0.05, unavailable={"sst2-bert": "No module named 'transformers'"})
+    report = classify(paths, load_queue(paths))
+    assert report.live_workers == 2 and report.able_workers == 1 and report.eta_seconds == pytest.approx(4 * 60.0)
+    beat(paths, "mac", 5, state="stopped")
+    report = classify(paths, load_queue(paths))
+    assert report.eta_seconds is None and "ETA - (no live worker can load what is left: see the warnings)" in render_text(report)
+    assert ("win cannot load sst2-bert, so its pending items wait for another machine (No module named 'transformers')"
+            in report.warnings)
+    add_items(paths, [QueueItem("d", SPEC)])  # a digits item too: the laptop counts again
+    report = classify(paths, load_queue(paths))
+    assert report.able_workers == 1 and report.eta_seconds == pytest.approx(6 * 0.05)
+
+
 def test_status_says_when_the_live_workers_run_different_fedspec_versions(tmp_path: Path) -> None:
     """An item resumed on another version may give another CSV than an uninterrupted run (the run warns when it
     resumes); status says so while the machines run, before any item moves between them."""
