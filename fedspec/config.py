@@ -142,7 +142,7 @@ class ExperimentSpec(BaseModel):
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
     """``task 'digits' -> 'tweets-minilm', rounds 10 -> 20``: the first few fields that differ, the task first."""
-    old, new = with_defaults(old), with_defaults(new)  # a setting one of them leaves out (an earlier fedspec's) is at its default
+    old, new = with_defaults(old), with_defaults(new)  # a setting an earlier fedspec's spec leaves out is at its default
     keys = sorted((k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), key=lambda k: (k != "task", k))
     shown = [f"{k if k.isidentifier() else _short(k)} {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys[:most]]
     return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")

@@ -115,7 +115,8 @@ def status(
 
     The ETA counts the workers that are live (working or waiting, heartbeat
     within their lease TTL), each at its own seconds per round; a worker whose
-    heartbeat went silent is shown as such and not counted.
+    heartbeat went silent is shown as such and not counted, nor one that
+    cannot load the task of any item left.
     """
     paths = RootPaths(folder_root(root))
     report = collect(paths)  # a wrong root is an error at once, watching or not

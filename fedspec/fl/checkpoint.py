@@ -140,8 +140,8 @@ def load_checkpoint(folder: Path, item_id: str, spec_hash: str, spec: dict[str, 
             )
         if changes is not None:  # nothing to compare: the hashes then (None: the same settings, an earlier fedspec's hash)
             raise CheckpointError(
-                f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, spec {meta.get('spec_hash')}; "
-                f"expected {item_id!r}, spec {spec_hash}); move it away or use another --root"
+                f"{where}: checkpoint belongs to a different spec (item {meta.get('item_id')!r}, "
+                f"spec {meta.get('spec_hash')}; expected {item_id!r}, spec {spec_hash}); move it away or use another --root"
             )
     try:
         state = load_tensors(blob)

@@ -41,8 +41,9 @@ class Heartbeat:
         self.paths, self.worker, self.interval = paths, worker, interval
         self.counter = 0
         self.instance = secrets.token_hex(8)
-        self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(), "fedspec": __version__,
-                                       "started": time.time(), "state": "idle", "instance": self.instance, **(info or {})}
+        self.fields: dict[str, Any] = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
+                                       "fedspec": __version__, "started": time.time(), "state": "idle",
+                                       "instance": self.instance, **(info or {})}
         self.namesake: str | None = None  # set once another live worker is seen writing this file
         self._others: dict[str, Any] = {}  # instance -> the counter first seen from it
         self._lock = threading.Lock()

@@ -54,7 +54,7 @@ class WorkerStatus:
     lease_ttl: float | None = None
     round_progress: float | None = None  # share of the round in flight trained so far (at its last heartbeat)
     sec_per_round_estimate: float | None = None  # from the pace of the round in flight, until a round is done
-    other_fedspec: str | None = None  # why it leaves items another fedspec added to other machines (Worker._sort_out_other_fedspecs)
+    other_fedspec: str | None = None  # why it leaves items that another fedspec added to other machines
     fedspec: str | None = None  # its fedspec version (None: a heartbeat of a fedspec that did not say)
 
     @property
@@ -230,7 +230,8 @@ def classify(
         unfinished = {i.id for i in statuses if i.state in ("pending", "running")}
         found = not_taken_here(item for item in items if item.id in unfinished)
         if found:
-            warnings.append(f"{added_by_other_fedspec(found)}; only machines that run that fedspec can run them (update fedspec here)")
+            warnings.append(f"{added_by_other_fedspec(found)}; only machines that run that fedspec can run them "
+                            "(update fedspec here)")
     for copy in conflicted_copies(paths.work, QUEUE_FILE):
         warnings.append(f"conflicted copy of the queue: {copy.name} (a worker merges it)")
     for ph in placeholders(paths.root) if scan_placeholders else []:

@@ -101,7 +101,7 @@ class Worker:
         self.unavailable: dict[str, str] = {}  # task -> why this machine cannot load it: its items are left to peers
         self._unavailable_until: dict[str, float] = {}  # task -> monotonic time before which it is not tried again
         self._unreachable_since: float | None = None  # monotonic time the shared folder dropped (--wait waits for it)
-        self.other_fedspec: dict[str, str] = {}  # item -> why this fedspec does not take the settings another one added it with
+        self.other_fedspec: dict[str, str] = {}  # item -> why this fedspec does not take the settings it was added with
         self._looked_at: set[str] = set()  # items whose settings _sort_out_other_fedspecs has looked at
 
     # -- signals -------------------------------------------------------------

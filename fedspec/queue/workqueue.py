@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sized
 
+from fedspec import __version__
 from fedspec.atomic import write_json
 from fedspec.checkpoint_file import header_changes, read_header
-from fedspec import __version__
 from fedspec.config import (ExperimentSpec, did_you_mean, item_id_problem, settings_digest, spec_changes, spec_problem,
                             with_defaults)
 from fedspec.errors import CheckpointError, QueueError, RootError, no_such_root
@@ -40,7 +40,7 @@ class QueueItem:
 
     @property
     def of_other_settings(self) -> bool:
-        """True when a fedspec that declares an item's settings otherwise than this one added it (see ``settings_digest``)."""
+        """True when a fedspec that declares the settings otherwise than this one added the item (``settings_digest``)."""
         return self.added_by is not None and self.added_by.get("settings") != settings_digest()
 
 
@@ -237,7 +237,7 @@ def leftover_of_other_settings(paths: RootPaths, item: QueueItem) -> str | None:
     return None if rounds == expected else f"a result of {rounds} round(s) (the grid's item has {expected})"
 
 
-def and_more(found: Sized) -> str:
+def _and_more(found: Sized) -> str:
     """`` (and 2 more item(s))`` after the first of ``found`` named in an error, or ``""``."""
     return f" (and {len(found) - 1} more item(s))" if len(found) > 1 else ""
 
@@ -246,7 +246,7 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
     in_other_case = paths.files_in_other_case([i.id for i in new])  # e.g. `fedspec run --name FEDAVG_iid`'s, on Linux
     if in_other_case:
         item_id, held = next(iter(in_other_case.items()))
-        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{and_more(in_other_case)}, "
+        raise QueueError(f"{source}: item {item_id!r}: {paths.root} holds {' and '.join(held)}{_and_more(in_other_case)}, "
                          "which macOS and Windows take for this item's (they differ in case only), e.g. from `fedspec run "
                          "--name`: move them away, or give this grid its own --root")
     found = [(item, problem) for item in new if (problem := leftover_of_other_settings(paths, item))]
@@ -255,7 +255,7 @@ def _refuse_leftovers(paths: RootPaths, new: list[QueueItem], source: str) -> No
     item, problem = found[0]
     ckpt, csv = paths.checkpoint_folder(item.id), paths.result_csv(item.id)
     move = " and ".join(str(p.relative_to(paths.root)) for p in (ckpt, csv) if p.exists())
-    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{and_more(found)}, e.g. from "
+    raise QueueError(f"{source}: item {item.id!r} already has {problem} in {paths.root}{_and_more(found)}, e.g. from "
                      f"`fedspec run`; a worker would take that for this grid's result: move {move} away, or give this "
                      "grid its own --root")
 
@@ -277,7 +277,7 @@ def added_by_other_fedspec(found: list[tuple[QueueItem, str]]) -> str:
     item, problem = found[0]
     theirs = (item.added_by or {}).get("fedspec", "?")
     checkout = "another checkout of " if theirs == __version__ else ""
-    return (f"{problem}{and_more(found)}: added by {checkout}fedspec {theirs}, whose settings this fedspec {__version__} "
+    return (f"{problem}{_and_more(found)}: added by {checkout}fedspec {theirs}, whose settings this fedspec {__version__} "
             "does not take")
 
 
@@ -289,5 +289,5 @@ def find_item(items: list[QueueItem], item_id: str, where: Path | str = "the que
     raise QueueError(f"{where}: no item {item_id!r}{did_you_mean(item_id, (i.id for i in items))}")
 
 
-__all__ = ["QueueItem", "add_items", "added_by_other_fedspec", "and_more", "find_item", "leftover_of_other_settings",
+__all__ = ["QueueItem", "add_items", "added_by_other_fedspec", "find_item", "leftover_of_other_settings",
            "load_queue", "merge_conflicted_copies", "not_taken_here", "same_spec_elsewhere"]
