@@ -110,7 +110,10 @@ def _merge(base: list[QueueItem], extra: list[QueueItem], where: str,
     added = []
     for item in extra:
         if item.id in by_id:
-            old = by_id[item.id].spec
+            queued = by_id[item.id]
+            old = queued.spec
+            if queued.of_other_settings:  # a later fedspec's settings that this one does not know: no difference it can see
+                old = {k: v for k, v in old.items() if k in ExperimentSpec.model_fields}
             changes = spec_changes(old, item.spec)  # none for a setting an earlier fedspec's spec leaves out at its default
             if changes:
                 tip = f"; {advice(old, item.spec)}" if advice else ""

@@ -519,6 +519,25 @@ def test_a_later_fedspec_adds_the_same_grid_to_an_earlier_ones_queue(tmp_path: P
     assert load_queue(paths)[1].added_by == origin()
 
 
+def test_an_earlier_fedspec_adds_the_same_grid_to_a_later_ones_queue(tmp_path: Path) -> None:
+    """Every machine runs `fedspec worker --grid …` (README).  One not updated yet took the items a later fedspec had
+    queued, with a setting it does not know, for "a different spec (weight_decay 0.0 -> None)": its own --root."""
+    from fedspec.config import make_spec, origin
+
+    paths = RootPaths(tmp_path)
+    today = make_spec(**SPEC).model_dump(mode="json")
+    later = {"fedspec": "9.0.0", "settings": "0123456789ab"}
+    add_items(paths, [QueueItem("a", {**today, "weight_decay": 0.0}, added_by=later)])
+    assert add_items(paths, [QueueItem("a", today, added_by=origin())]) == []
+    assert load_queue(paths)[0].spec == {**today, "weight_decay": 0.0} and load_queue(paths)[0].added_by == later
+    with pytest.raises(QueueError, match=r"different spec \(rounds 2 -> 3\)"):  # a difference it can see still counts
+        add_items(paths, [QueueItem("a", {**today, "rounds": 3})])
+    # This fedspec's own item with a key it does not know is a hand edit: a difference.
+    add_items(paths, [QueueItem("b", {**today, "seed": 1, "weight_decay": 0.0}, added_by=origin())])
+    with pytest.raises(QueueError, match=r"different spec \(weight_decay 0.0 -> None\)"):
+        add_items(paths, [QueueItem("b", {**today, "seed": 1})])
+
+
 def test_a_task_that_would_not_load_is_tried_again_later_while_waiting(tmp_path: Path) -> None:
     """A Wi-Fi drop while loading a task must not idle a waiting worker for the rest of the grid."""
     from fedspec.errors import TaskError
