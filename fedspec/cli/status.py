@@ -109,7 +109,7 @@ def render(report: StatusReport, width: int = 80) -> Group:
 def status(
     root: Path = typer.Option(Path("."), help="The shared folder."),
     watch: float = typer.Option(0.0, min=0, help="Refresh every this many seconds (Ctrl-C to quit); 0 prints once. Into a pipe or a log, a dated report each time."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds, live_workers)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, items, workers, warnings, eta_seconds, live_workers, able_workers: the live ones the ETA counts)."),
 ) -> None:
     """Show the queue: counts, each item's state/holder/round/accuracy/attempts/error, workers, ETA, warnings.
 

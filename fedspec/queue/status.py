@@ -89,6 +89,7 @@ class StatusReport:
             "warnings": self.warnings,
             "eta_seconds": self.eta_seconds,
             "live_workers": self.live_workers,
+            "able_workers": self.able_workers,
         }
 
 

@@ -337,6 +337,7 @@ def test_eta_leaves_out_a_live_worker_that_cannot_load_what_is_left(tmp_path: Pa
     beat(paths, "win", 5, sec_per_round=0.05, unavailable={"sst2-bert": "No module named 'transformers'"})
     report = classify(paths, load_queue(paths))
     assert report.live_workers == 2 and report.able_workers == 1 and report.eta_seconds == pytest.approx(4 * 60.0)
+    assert {k: report.to_json()[k] for k in ("live_workers", "able_workers")} == {"live_workers": 2, "able_workers": 1}  # --json
     beat(paths, "mac", 5, state="stopped")
     report = classify(paths, load_queue(paths))
     assert report.eta_seconds is None and "ETA - (no live worker can load what is left: see the warnings)" in render_text(report)
