@@ -90,7 +90,7 @@ def worker(
     max_items: Optional[int] = typer.Option(None, min=0, help="Stop after running this many items (0: only add --grid to the queue)."),
     wait: bool = typer.Option(False, "--wait", help="Keep polling while peers hold items (taking over stale ones), and wait for a shared folder that drops; exit once every item is done or failed."),
     poll: float = typer.Option(10.0, min=0.1, help="Seconds between polls with --wait."),
-    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default). With several workers on one machine use cores / workers, or they slow each other down."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default, one per core). With several workers on one machine give each cores / workers: more threads than cores slow each of them down several times over (the worker and status warn)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log claims, reclaims and client faults."),
 ) -> None:
     """Claim items from ROOT/distributed_work/work_queue.json and train them with a checkpoint every round.
@@ -123,7 +123,7 @@ def worker(
 
     from fedspec.config import make_spec
     from fedspec.errors import TaskError
-    from fedspec.fl.device import resolve_device
+    from fedspec.fl.device import cpu_threads, resolve_device
     from fedspec.fl.loop import run_experiment
     from fedspec.fl.tasks import load_task
 
@@ -187,7 +187,7 @@ def worker(
     events = WorkerEvents(on_settle=on_settle, on_claim=on_claim, on_round=on_round, on_item_end=on_item_end, on_idle=on_idle,
                           on_step=None if bar is None else bar.step,
                           on_warning=lambda line: console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False))
-    w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type})
+    w = Worker(paths, worker_name, job, settings, events, info={"device": dev.type, **cpu_threads()})
     console.print(f"worker {worker_name} on {dev.type}, root {escape(str(paths.root))} (lease TTL {lease_ttl:.0f}s, settle {settings.settle:.0f}s)")
     if bar is None:
         code = w.run()

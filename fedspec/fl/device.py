@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fedspec.errors import ConfigError
@@ -13,6 +15,12 @@ DEFAULT_BATCH: dict[str, dict[str, int]] = {
     "tweets-minilm": {"cpu": 32, "cuda": 32, "mps": 32},
     "sst2-bert": {"cpu": 16, "cuda": 32, "mps": 32},
 }
+
+
+def cpu_threads() -> dict[str, int]:
+    """The torch threads of this process and the CPUs it may use, for its heartbeat (status warns where they crowd)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # no affinity on macOS/Windows
+    return {"threads": torch.get_num_threads(), "cpus": cpus}
 
 
 def mps_available() -> bool:

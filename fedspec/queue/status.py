@@ -56,6 +56,8 @@ class WorkerStatus:
     sec_per_round_estimate: float | None = None  # from the pace of the round in flight, until a round is done
     other_fedspec: str | None = None  # why it leaves items that another fedspec added to other machines
     fedspec: str | None = None  # its fedspec version (None: a heartbeat of a fedspec that did not say)
+    threads: int | None = None  # its torch CPU threads
+    cpus: int | None = None  # the CPUs its machine lets it use
 
     @property
     def live(self) -> bool:
@@ -209,7 +211,7 @@ def classify(
                      _number(b.get("sec_per_round")), ages.get(name), _text(b.get("state")),
                      {str(k): str(v) for k, v in b["unavailable"].items()} if isinstance(b.get("unavailable"), dict) else {},
                      _number(b.get("lease_ttl")), _number(b.get("round_progress")), _number(b.get("sec_per_round_estimate")),
-                     _other_fedspec(b.get("other_fedspec")), _text(b.get("fedspec")))
+                     _other_fedspec(b.get("other_fedspec")), _text(b.get("fedspec")), _count(b.get("threads")), _count(b.get("cpus")))
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
@@ -228,6 +230,7 @@ def classify(
             on = "; ".join(f"{version} on {', '.join(names)}" for version, names in sorted(versions.items()))
             warnings.append(f"the live workers run different fedspec versions ({on}): an item resumed on another version "
                             "may give another CSV than an uninterrupted run; update them to one version")
+        warnings.extend(crowded_hosts(workers))
         unfinished = {i.id for i in statuses if i.state in ("pending", "running")}
         found = not_taken_here(item for item in items if item.id in unfinished)
         if found:
@@ -255,6 +258,37 @@ def _other_fedspec(value: Any) -> str | None:
         return None
     return (f"(fedspec {_text(value.get('fedspec')) or '?'}) leaves {value['items']} item(s) added by another fedspec to "
             f"other machines, as it does not take their settings ({_text(value.get('why')) or '?'})")
+
+
+def crowded_hosts(workers: list[WorkerStatus], me: str | None = None) -> list[str]:
+    """A line for each machine (or only worker ``me``'s) whose CPU workers train with more torch threads than it has CPUs.
+
+    Two workers at torch's default (a thread per core) on a 2-core laptop
+    took 2 to 6 times as long for a grid as one worker alone: their threads
+    wait for each other's cores.  Counted: the live workers running an item,
+    and ``me``, about to claim one (an idle worker polling with --wait does
+    not compete).
+    """
+    mine = next((w for w in workers if w.name == me), None)
+    if me is not None and mine is None:
+        return []
+    on: dict[str, list[WorkerStatus]] = {}
+    for w in workers:
+        if (w.live and (w.state == "running" or w is mine) and w.device == "cpu" and w.host and w.threads and w.cpus
+                and (mine is None or w.host == mine.host)):
+            on.setdefault(w.host, []).append(w)
+    lines = []
+    for host, crowd in sorted(on.items()):
+        cpus = max(w.cpus for w in crowd)
+        if len(crowd) > 1 and sum(w.threads for w in crowd) > cpus:
+            lines.append(f"workers {', '.join(w.name for w in crowd)} share {host}: {' + '.join(str(w.threads) for w in crowd)} "
+                         f"torch threads on its {cpus} CPUs slow each of them down several times over; restart them "
+                         f"with --threads {max(1, cpus // len(crowd))} (CPUs / workers)")
+    return lines
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _number(value: Any) -> float | None:

@@ -28,7 +28,7 @@ from fedspec.errors import (ConfigError, FedspecError, FolderUnreachable, LeaseL
                             RootError, StorageError, TaskError, describe_os_error, folder_failure)
 from fedspec.queue.claims import Lease, try_claim
 from fedspec.queue.heartbeat import Heartbeat, LeaseObserver
-from fedspec.queue.status import StatusReport, classify
+from fedspec.queue.status import StatusReport, classify, crowded_hosts
 from fedspec.queue.store import RootPaths
 from fedspec.queue.workqueue import QueueItem, added_by_other_fedspec, load_queue, merge_conflicted_copies, not_taken_here
 
@@ -206,7 +206,7 @@ class Worker:
         grace = max(self.settings.settle, 2 * self.settings.heartbeat)
         report = classify(self.paths, items, self.observer, self.name, with_progress=False, grace=grace,
                           scan_placeholders=self._placeholder_scan_due())
-        for line in report.warnings:
+        for line in report.warnings + crowded_hosts(report.workers, self.name):  # on this machine
             self._warn(line)
         self._sort_out_other_fedspecs(items, report)
         if self._claim_and_run(items, report):

@@ -366,6 +366,50 @@ def test_status_says_when_the_live_workers_run_different_fedspec_versions(tmp_pa
     assert not any("fedspec versions" in line for line in classify(paths, load_queue(paths)).warnings)
 
 
+def test_status_warns_where_the_workers_of_one_machine_run_more_torch_threads_than_it_has_cpus(tmp_path: Path) -> None:
+    """Two workers at torch's default threads on a 2-core machine took 2 to 6 times as long for experiments/quick.toml
+    as one worker alone (6.3 s against 11.8-39.7 s), and nothing said why."""
+    from fedspec.queue.status import crowded_hosts
+
+    paths = make_root(tmp_path, ("a",))
+    cpu = {"host": "vm", "device": "cpu", "cpus": 2}
+    beat(paths, "w1", 0, state="running", threads=2, **cpu)
+    beat(paths, "w2", 0, state="running", threads=2, **cpu)
+    beat(paths, "gpu", 0, state="running", threads=2, **{**cpu, "device": "cuda"})  # trains on its GPU
+    beat(paths, "waiting", 0, state="idle", threads=2, **cpu)  # polling with --wait: no threads busy
+    beat(paths, "gone", 5000, state="running", threads=2, **cpu)  # silent past its lease
+    beat(paths, "mac", 0, state="running", threads=8, host="mac", device="cpu", cpus=8)  # alone on its machine
+    line = ("workers w1, w2 share vm: 2 + 2 torch threads on its 2 CPUs slow each of them down several times over; "
+            "restart them with --threads 1 (CPUs / workers)")
+    assert [w for w in classify(paths, load_queue(paths)).warnings if "torch threads" in w] == [line]
+    workers = classify(paths, load_queue(paths)).workers
+    assert crowded_hosts(workers, "mac") == []  # a worker hears of its own machine only
+    assert crowded_hosts(workers, "waiting") == [line.replace("w1, w2", "w1, w2, waiting").replace("2 + 2", "2 + 2 + 2")]
+    beat(paths, "w1", 0, state="running", threads=1, **cpu)
+    beat(paths, "w2", 0, state="running", threads=1, **cpu)
+    assert not any("torch threads" in w for w in classify(paths, load_queue(paths)).warnings)
+
+
+def test_a_worker_warns_when_it_joins_a_worker_of_its_machine_with_too_many_threads(tmp_path: Path) -> None:
+    """The warning comes where the second worker is started, and its heartbeat says its threads for status."""
+    import socket
+
+    from fedspec.fl.device import cpu_threads
+
+    paths = make_root(tmp_path, ("a",))
+    cpus = cpu_threads()["cpus"]
+    beat(paths, "peer", 0, state="running", host=socket.gethostname(), device="cpu", threads=cpus, cpus=cpus)
+    res = subprocess.run(fedspec_cmd("worker", "--root", str(tmp_path), "--name", "me", "--settle", "0", "--device", "cpu"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    said = " ".join(res.stderr.split())
+    assert re.search(rf"warning: workers me, peer share {re.escape(socket.gethostname())}: \d+ \+ {cpus} torch threads on its "
+                     rf"{cpus} CPUs slow each of them down several times over; restart them with --threads {max(1, cpus // 2)} ",
+                     said), said
+    mine = json.loads((paths.heartbeats / "me.json").read_text())
+    assert mine["threads"] >= 1 and mine["cpus"] == cpus
+
+
 def test_a_queue_with_nothing_left_to_run_shows_no_eta(tmp_path: Path) -> None:
     """Every item done or failed: the head said "ETA 0s" (nearly done, with a failed item too), and a done item's
     column of failed attempts, headed "tries", read "tries 0"."""
