@@ -263,7 +263,7 @@ def _other_fedspec(value: Any) -> str | None:
 def crowded_hosts(workers: list[WorkerStatus], me: str | None = None) -> list[str]:
     """A line for each machine (or only worker ``me``'s) whose CPU workers train with more torch threads than it has CPUs.
 
-    Two workers at torch's default (a thread per core) on a 2-core laptop
+    Two workers at torch's default (a thread per core) on a 2-core machine
     took 2 to 6 times as long for a grid as one worker alone: their threads
     wait for each other's cores.  Counted: the live workers running an item,
     and ``me``, about to claim one (an idle worker polling with --wait does
