@@ -215,22 +215,7 @@ def classify(
         for name, b in sorted(beats.items())
     ]
     if with_progress:  # for `fedspec status`; a worker has said so itself
-        waiting = {i.task for i in statuses if i.state == "pending"}
-        for w in workers:
-            for task, reason in w.unavailable.items():
-                if task in waiting:
-                    warnings.append(f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})")
-            if w.other_fedspec and w.live and waiting:
-                warnings.append(f"{w.name} {w.other_fedspec}")
-        versions: dict[str, list[str]] = {}
-        for w in workers:
-            if w.live and w.fedspec:
-                versions.setdefault(w.fedspec, []).append(w.name)
-        if len(versions) > 1:  # the CSV of an item resumed on another version may differ from an uninterrupted run's
-            on = "; ".join(f"{version} on {', '.join(names)}" for version, names in sorted(versions.items()))
-            warnings.append(f"the live workers run different fedspec versions ({on}): an item resumed on another version "
-                            "may give another CSV than an uninterrupted run; update them to one version")
-        warnings.extend(crowded_hosts(workers))
+        warnings += _worker_warnings(workers, statuses) + crowded_hosts(workers)
         unfinished = {i.id for i in statuses if i.state in ("pending", "running")}
         found = not_taken_here(item for item in items if item.id in unfinished)
         if found:
@@ -241,6 +226,27 @@ def classify(
     for ph in placeholders(paths.root) if scan_placeholders else []:
         warnings.append(f"iCloud placeholder not downloaded: {ph.relative_to(paths.root)}")
     return StatusReport(counts, statuses, workers, warnings, _eta(statuses, workers, all_secs) if with_progress else None)
+
+
+def _worker_warnings(workers: list[WorkerStatus], items: list[ItemStatus]) -> list[str]:
+    """What the heartbeats say holds pending items back (a task a worker cannot load, another fedspec's settings), and
+    live workers of different fedspec versions: the CSV of an item resumed on another version may differ."""
+    waiting = {i.task for i in items if i.state == "pending"}
+    lines = []
+    for w in workers:
+        lines += [f"{w.name} cannot load {task}, so its pending items wait for another machine ({reason})"
+                  for task, reason in w.unavailable.items() if task in waiting]
+        if w.other_fedspec and w.live and waiting:
+            lines.append(f"{w.name} {w.other_fedspec}")
+    versions: dict[str, list[str]] = {}
+    for w in workers:
+        if w.live and w.fedspec:
+            versions.setdefault(w.fedspec, []).append(w.name)
+    if len(versions) > 1:
+        on = "; ".join(f"{version} on {', '.join(names)}" for version, names in sorted(versions.items()))
+        lines.append(f"the live workers run different fedspec versions ({on}): an item resumed on another version "
+                     "may give another CSV than an uninterrupted run; update them to one version")
+    return lines
 
 
 def _other_settings(header: dict[str, Any] | None, item: QueueItem) -> str | None:
@@ -261,7 +267,8 @@ def _other_fedspec(value: Any) -> str | None:
 
 
 def crowded_hosts(workers: list[WorkerStatus], me: str | None = None) -> list[str]:
-    """A line for each machine (or only worker ``me``'s) whose CPU workers train with more torch threads than it has CPUs.
+    """A line for each machine (or only worker ``me``'s) whose CPU workers train with more torch threads than it has CPUs,
+    one worker with too high a --threads or several at their default.
 
     Two workers at torch's default (a thread per core) on a 2-core machine
     took 2 to 6 times as long for a grid as one worker alone: their threads
@@ -280,7 +287,12 @@ def crowded_hosts(workers: list[WorkerStatus], me: str | None = None) -> list[st
     lines = []
     for host, crowd in sorted(on.items()):
         cpus = max(w.cpus for w in crowd)
-        if len(crowd) > 1 and sum(w.threads for w in crowd) > cpus:
+        if sum(w.threads for w in crowd) <= cpus:
+            continue
+        if len(crowd) == 1:  # --threads above the CPUs: a 1-round digits item took 210 s at 5000 threads on 2 CPUs
+            lines.append(f"worker {crowd[0].name} on {host}: {crowd[0].threads} torch threads on its {cpus} CPUs slow it "
+                         f"down several times over; restart it with --threads {cpus} or less")
+        else:
             lines.append(f"workers {', '.join(w.name for w in crowd)} share {host}: {' + '.join(str(w.threads) for w in crowd)} "
                          f"torch threads on its {cpus} CPUs slow each of them down several times over; restart them "
                          f"with --threads {max(1, cpus // len(crowd))} (CPUs / workers)")

@@ -271,9 +271,8 @@ class Worker:
         for st in claim_order(report.items, self.name):
             claimable = st.state == "pending" or (st.state == "running" and st.stale)
             now = time.monotonic()
-            if not claimable or self._unavailable_until.get(st.task, 0.0) > now or self._not_synced.get(st.id, 0.0) > now:
-                continue
-            if st.id in self.other_fedspec:
+            if (not claimable or st.id in self.other_fedspec or self._unavailable_until.get(st.task, 0.0) > now
+                    or self._not_synced.get(st.id, 0.0) > now):
                 continue
             if st.state == "running" and st.holder == self.name:
                 log.info("%s: taking it up again (this worker could not hand it back)", st.id)

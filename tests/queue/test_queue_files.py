@@ -388,6 +388,9 @@ def test_status_warns_where_the_workers_of_one_machine_run_more_torch_threads_th
     beat(paths, "w1", 0, state="running", threads=1, **cpu)
     beat(paths, "w2", 0, state="running", threads=1, **cpu)
     assert not any("torch threads" in w for w in classify(paths, load_queue(paths)).warnings)
+    beat(paths, "mac", 0, state="running", threads=5000, host="mac", device="cpu", cpus=8)  # one worker, --threads 5000
+    assert [w for w in classify(paths, load_queue(paths)).warnings if "torch threads" in w] == [
+        "worker mac on mac: 5000 torch threads on its 8 CPUs slow it down several times over; restart it with --threads 8 or less"]
 
 
 def test_a_worker_warns_when_it_joins_a_worker_of_its_machine_with_too_many_threads(tmp_path: Path) -> None:
